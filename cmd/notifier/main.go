@@ -1,0 +1,10 @@
+// Command notifier runs one batchfleet notifier. Configuration comes only from the
+// environment (see the README's Configuration section).
+package main
+
+import (
+	"github.com/batchfleet/batchfleet/pkg/fleet"
+	"github.com/batchfleet/batchfleet/pkg/lifecycle"
+)
+
+func main() { lifecycle.Main("notifier", fleet.Notifier) }

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/emulator"
+	"github.com/batchfleet/batchfleet/pkg/fleettest"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+func TestMain(m *testing.M) { fleettest.VerifyTestMain(m) }
+
+// fleet is a running test fleet.
+type fleet struct {
+	t      *testing.T
+	NATS   *fleettest.NATS
+	Redis  *fleettest.Redis
+	JS     jetstream.JetStream
+	Emu    *fleettest.Process
+	EmuURL string // base URL, .../v1
+	env    []string
+
+	mu    sync.Mutex
+	procs map[string][]*fleettest.Process
+}
+
+type fleetOpts struct {
+	// EmulatorEnv adds EMULATOR_* settings.
+	EmulatorEnv []string
+	// WorkerEnv adds worker settings (beyond the contract's variables).
+	WorkerEnv []string
+}
+
+// startFleet starts JetStream, redis-server and the emulator; workers are
+// started with f.start.
+func startFleet(t *testing.T, o fleetOpts) *fleet {
+	t.Helper()
+	f := &fleet{t: t, procs: map[string][]*fleettest.Process{}}
+	f.NATS = fleettest.StartNATS(t)
+	f.Redis = fleettest.StartRedis(t)
+	_, f.JS = fleettest.Connect(t, f.NATS.URL())
+	emuEnv := append([]string{
+		"EMULATOR_ADDR=127.0.0.1:0", "EMULATOR_API_KEY=sk-test",
+		"EMULATOR_VALIDATING_FOR=100ms", "EMULATOR_IN_PROGRESS_FOR=500ms", "EMULATOR_FINALIZING_FOR=100ms",
+	}, o.EmulatorEnv...)
+	f.Emu = fleettest.StartProcess(t, fleettest.BuildBinary(t, "cmd/openai-emulator"), emuEnv, "emulator")
+	line := f.Emu.WaitForLine(t, `"base_url"`, 20*time.Second)
+	var l struct {
+		BaseURL string `json:"base_url"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(line), &l), line)
+	f.EmuURL = l.BaseURL
+	f.env = append([]string{
+		"NATS_URL=" + f.NATS.URL(), "REDIS_URL=" + f.Redis.URL(),
+		"OPENAI_API_KEY=sk-test", "OPENAI_BASE_URL=" + f.EmuURL,
+		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s",
+	}, o.WorkerEnv...)
+	return f
+}
+
+// start starts n workers of kind ("submitter", "poller", "notifier").
+func (f *fleet) start(kind string, n int, extraEnv ...string) []*fleettest.Process {
+	f.t.Helper()
+	bin := fleettest.BuildBinary(f.t, "cmd/"+kind)
+	var out []*fleettest.Process
+	for range n {
+		f.mu.Lock()
+		name := fmt.Sprintf("%s-%d", kind, len(f.procs[kind]))
+		f.mu.Unlock()
+		p := fleettest.StartProcess(f.t, bin, append(append([]string{}, f.env...), extraEnv...), name)
+		p.WaitForLine(f.t, `running"`, 30*time.Second)
+		f.mu.Lock()
+		f.procs[kind] = append(f.procs[kind], p)
+		f.mu.Unlock()
+		out = append(out, p)
+	}
+	return out
+}
+
+// startAll starts one worker of each kind.
+func (f *fleet) startAll() {
+	f.start("submitter", 1)
+	f.start("poller", 1)
+	f.start("notifier", 1)
+}
+
+// publish JetStream-publishes a request (with its key as Nats-Msg-Id when msgID).
+func (f *fleet) publish(req contract.Request, msgID bool) {
+	f.t.Helper()
+	data, err := json.Marshal(req)
+	require.NoError(f.t, err)
+	f.publishRaw(contract.SubjectRequests, data, map[bool]string{true: req.IdempotencyKey}[msgID])
+}
+
+func (f *fleet) publishRaw(subject string, data []byte, msgID string) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var opts []stream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, stream.WithMsgID(msgID))
+	}
+	require.NoError(f.t, stream.Ensure(ctx, f.JS, stream.Settings{}, stream.Requests, stream.Cancels))
+	_, err := stream.PublishRaw(ctx, f.JS, subject, data, opts...)
+	require.NoError(f.t, err)
+}
+
+// subscribe returns every message on the events stream matching subjects,
+// from the start of the stream, decoded as T.
+func subscribe[T any](f *fleet, subjects ...string) <-chan T {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.t.Cleanup(cancel)
+	require.NoError(f.t, stream.Ensure(ctx, f.JS, stream.Settings{}, stream.Events, stream.DLQ))
+	name := stream.Events
+	if strings.HasPrefix(subjects[0], "batch.dlq.") {
+		name = stream.DLQ
+	}
+	c, err := f.JS.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
+	require.NoError(f.t, err)
+	ch := make(chan T, 100000)
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		var v T
+		if err := json.Unmarshal(m.Data(), &v); err != nil {
+			f.t.Errorf("decode %s: %v", m.Subject(), err)
+			return
+		}
+		ch <- v
+	})
+	require.NoError(f.t, err)
+	f.t.Cleanup(cc.Stop)
+	return ch
+}
+
+// vendorBatches asks the emulator for every batch it ever created.
+func (f *fleet) vendorBatches() []emulator.BatchInfo {
+	f.t.Helper()
+	var out []emulator.BatchInfo
+	f.adminGet("/_emulator/batches", &out)
+	return out
+}
+
+func (f *fleet) adminGet(path string, v any) {
+	f.t.Helper()
+	root := strings.TrimSuffix(f.EmuURL, "/v1")
+	resp, err := http.Get(root + path)
+	require.NoError(f.t, err)
+	defer resp.Body.Close()
+	require.Equal(f.t, http.StatusOK, resp.StatusCode, path)
+	require.NoError(f.t, json.NewDecoder(resp.Body).Decode(v))
+}
+
+// batchesPerKey counts vendor batches by metadata idempotency_key.
+func (f *fleet) batchesPerKey() map[string]int {
+	per := map[string]int{}
+	for _, b := range f.vendorBatches() {
+		per[b.Metadata[contract.MetaIdempotencyKey]]++
+	}
+	return per
+}
+
+// chatRequests builds n chat sub-requests with custom_ids prefix-0..n-1.
+func chatRequests(prefix string, n int) []contract.RequestItem {
+	out := make([]contract.RequestItem, n)
+	for i := range out {
+		out[i] = contract.RequestItem{
+			CustomID: fmt.Sprintf("%s-%d", prefix, i),
+			Body:     json.RawMessage(fmt.Sprintf(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"request %d of %s"}]}`, i, prefix)),
+		}
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package batchapi
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/param"
+	"github.com/openai/openai-go/v3/shared"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+)
+
+// Config configures the vendor client.
+type Config struct {
+	// APIKey is OPENAI_API_KEY.
+	APIKey string `json:"-"`
+	// BaseURL is OPENAI_BASE_URL (openai-go's default when empty).
+	BaseURL string
+	// CallTimeout bounds each call but uploads and downloads (VENDOR_CALL_TIMEOUT). Defaults to 30s.
+	CallTimeout time.Duration
+	// TransferTimeout bounds uploads and downloads (VENDOR_TRANSFER_TIMEOUT). Defaults to 10m.
+	TransferTimeout time.Duration
+	// HTTPClient overrides the HTTP client.
+	HTTPClient *http.Client
+}
+
+// Client is the vendor client.
+type Client struct {
+	c   openai.Client
+	cfg Config
+}
+
+// New returns a client; it makes no call.
+func New(cfg Config) *Client {
+	cfg.CallTimeout = cmp.Or(cfg.CallTimeout, 30*time.Second)
+	cfg.TransferTimeout = cmp.Or(cfg.TransferTimeout, 10*time.Minute)
+	opts := []option.RequestOption{option.WithMaxRetries(0), option.WithAPIKey(cfg.APIKey)}
+	if cfg.BaseURL != "" {
+		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 256
+		hc = &http.Client{Transport: t}
+	}
+	opts = append(opts, option.WithHTTPClient(hc))
+	return &Client{c: openai.NewClient(opts...), cfg: cfg}
+}
+
+// Batch is the fleet's view of a vendor batch.
+type Batch struct {
+	ID           string
+	Status       string
+	Endpoint     string
+	InputFileID  string
+	OutputFileID string
+	ErrorFileID  string
+	Counts       contract.Counts
+	Metadata     map[string]string
+	Errors       []contract.Error
+	Model        string
+	Usage        contract.Usage
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	// FinishedAt is when the batch reached its terminal status (zero before).
+	FinishedAt time.Time
+}
+
+func unix(s int64) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(s, 0).UTC()
+}
+
+func fromVendor(b *openai.Batch) Batch {
+	out := Batch{
+		ID: b.ID, Status: string(b.Status), Endpoint: b.Endpoint, InputFileID: b.InputFileID,
+		OutputFileID: b.OutputFileID, ErrorFileID: b.ErrorFileID, Model: b.Model,
+		Counts: contract.Counts{
+			Total: int(b.RequestCounts.Total), Completed: int(b.RequestCounts.Completed), Failed: int(b.RequestCounts.Failed),
+		},
+		Usage:     contract.Usage{InputTokens: b.Usage.InputTokens, OutputTokens: b.Usage.OutputTokens, TotalTokens: b.Usage.TotalTokens},
+		CreatedAt: unix(b.CreatedAt), ExpiresAt: unix(b.ExpiresAt),
+		Metadata: map[string]string(b.Metadata),
+	}
+	for _, e := range b.Errors.Data {
+		msg := e.Message
+		if e.Line > 0 {
+			msg = fmt.Sprintf("line %d: %s", e.Line, e.Message)
+		}
+		out.Errors = append(out.Errors, contract.Error{Code: e.Code, Message: msg})
+	}
+	out.FinishedAt = unix(max(b.CompletedAt, b.FailedAt, b.ExpiredAt, b.CancelledAt))
+	return out
+}
+
+func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.CallTimeout)
+}
+
+// Upload uploads a JSONL batch input file (purpose "batch") and returns its id.
+func (c *Client) Upload(ctx context.Context, name string, data []byte) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
+	defer cancel()
+	f, err := c.c.Files.New(ctx, openai.FileNewParams{
+		File:    openai.File(bytes.NewReader(data), name, "application/jsonl"),
+		Purpose: openai.FilePurposeBatch,
+	})
+	if err != nil {
+		return "", Classify(ctx, "upload file", err)
+	}
+	return f.ID, nil
+}
+
+// CreateParams are a batch's creation parameters.
+type CreateParams struct {
+	InputFileID      string
+	Endpoint         string
+	CompletionWindow string
+	Metadata         map[string]string
+}
+
+// Create creates a batch, once: no automatic retry. An error whose
+// Ambiguous() is true means the batch may exist anyway.
+func (c *Client) Create(ctx context.Context, p CreateParams) (Batch, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	b, err := c.c.Batches.New(ctx, openai.BatchNewParams{
+		InputFileID:      p.InputFileID,
+		Endpoint:         openai.BatchNewParamsEndpoint(p.Endpoint),
+		CompletionWindow: openai.BatchNewParamsCompletionWindow(p.CompletionWindow),
+		Metadata:         shared.Metadata(p.Metadata),
+	})
+	if err != nil {
+		return Batch{}, Classify(ctx, "create batch", err)
+	}
+	return fromVendor(b), nil
+}
+
+// Get retrieves a batch.
+func (c *Client) Get(ctx context.Context, id string) (Batch, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	b, err := c.c.Batches.Get(ctx, id)
+	if err != nil {
+		return Batch{}, Classify(ctx, "get batch", err)
+	}
+	return fromVendor(b), nil
+}
+
+// Cancel asks the vendor to cancel a batch.
+func (c *Client) Cancel(ctx context.Context, id string) (Batch, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	b, err := c.c.Batches.Cancel(ctx, id)
+	if err != nil {
+		return Batch{}, Classify(ctx, "cancel batch", err)
+	}
+	return fromVendor(b), nil
+}
+
+// List returns one page of batches, newest first, after the cursor ("" for
+// the first page), with at most limit (1..100) entries.
+func (c *Client) List(ctx context.Context, after string, limit int) ([]Batch, bool, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	q := openai.BatchListParams{Limit: param.NewOpt(int64(min(max(limit, 1), 100)))}
+	if after != "" {
+		q.After = param.NewOpt(after)
+	}
+	page, err := c.c.Batches.List(ctx, q)
+	if err != nil {
+		return nil, false, Classify(ctx, "list batches", err)
+	}
+	out := make([]Batch, 0, len(page.Data))
+	for i := range page.Data {
+		out = append(out, fromVendor(&page.Data[i]))
+	}
+	return out, page.HasMore, nil
+}
+
+// FindByKey searches the vendor's batches, newest first, for one whose
+// metadata idempotency_key is key, stopping at batches created before since.
+// It returns nil when there is none. This is how a submission whose outcome
+// is unknown is reconciled before any new create.
+func (c *Client) FindByKey(ctx context.Context, key string, since time.Time) (*Batch, error) {
+	after := ""
+	for {
+		page, more, err := c.List(ctx, after, 100)
+		if err != nil {
+			return nil, err
+		}
+		for i := range page {
+			b := page[i]
+			if b.Metadata[contract.MetaIdempotencyKey] == key {
+				return &b, nil
+			}
+			if !since.IsZero() && b.CreatedAt.Before(since) {
+				return nil, nil
+			}
+		}
+		if !more || len(page) == 0 {
+			return nil, nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// Content opens a file's content; the caller closes it.
+func (c *Client) Content(ctx context.Context, fileID string) (io.ReadCloser, error) {
+	resp, err := c.c.Files.Content(ctx, fileID)
+	if err != nil {
+		return nil, Classify(ctx, "download file", err)
+	}
+	return resp.Body, nil
+}
+
+// ReadFile downloads a whole file.
+func (c *Client) ReadFile(ctx context.Context, fileID string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
+	defer cancel()
+	rc, err := c.Content(ctx, fileID)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, Classify(ctx, "download file", err)
+	}
+	return data, nil
+}
+
+// DeleteFile deletes a vendor file; a missing file is not an error.
+func (c *Client) DeleteFile(ctx context.Context, fileID string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	if _, err := c.c.Files.Delete(ctx, fileID); err != nil {
+		cerr := Classify(ctx, "delete file", err)
+		if e, ok := AsError(cerr); ok && e.StatusCode == http.StatusNotFound {
+			return nil
+		}
+		return cerr
+	}
+	return nil
+}

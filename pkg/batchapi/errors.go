@@ -1,0 +1,133 @@
+package batchapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+)
+
+// Kind classifies a vendor error.
+type Kind int
+
+const (
+	// Permanent: the vendor rejected the call (400, 401, 403, 404, 422);
+	// repeating it will not help. Nothing was created.
+	Permanent Kind = iota + 1
+	// RateLimited: 429. Nothing was created; retry after RetryAfter.
+	RateLimited
+	// Unavailable: 5xx, timeout or broken connection. Retry later; for a
+	// create, the vendor may or may not have created the batch (Ambiguous).
+	Unavailable
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Permanent:
+		return "permanent"
+	case RateLimited:
+		return "rate_limited"
+	case Unavailable:
+		return "unavailable"
+	}
+	return "unknown"
+}
+
+// Error is a classified vendor error.
+type Error struct {
+	Kind       Kind
+	Op         string
+	StatusCode int    // 0 when there was no HTTP answer
+	Code       string // the vendor's error code, if any
+	Message    string
+	// RetryAfter is the vendor's Retry-After (0 if none).
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", e.Op, e.Kind)
+	if e.StatusCode != 0 {
+		fmt.Fprintf(&b, " (HTTP %d", e.StatusCode)
+		if e.Code != "" {
+			fmt.Fprintf(&b, " %s", e.Code)
+		}
+		b.WriteString(")")
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	} else if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Retryable reports whether repeating the call later may succeed.
+func (e *Error) Retryable() bool { return e.Kind == RateLimited || e.Kind == Unavailable }
+
+// Ambiguous reports whether a create may have taken effect despite the error.
+func (e *Error) Ambiguous() bool { return e.Kind == Unavailable }
+
+// Classify returns err as an *Error (nil stays nil; a context cancellation
+// of the caller's own ctx is returned as it is).
+func Classify(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return err
+	}
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		e := &Error{Op: op, StatusCode: apiErr.StatusCode, Code: apiErr.Code, Message: apiErr.Message, Err: err}
+		if apiErr.Response != nil {
+			e.RetryAfter = retryAfter(apiErr.Response.Header, time.Now())
+		}
+		switch {
+		case apiErr.StatusCode == http.StatusTooManyRequests:
+			e.Kind = RateLimited
+		case apiErr.StatusCode >= 500, apiErr.StatusCode == http.StatusRequestTimeout, apiErr.StatusCode == http.StatusConflict:
+			e.Kind = Unavailable
+		default:
+			e.Kind = Permanent
+		}
+		return e
+	}
+	// No HTTP answer: timeout, refused or dropped connection.
+	return &Error{Op: op, Kind: Unavailable, Message: err.Error(), Err: err}
+}
+
+// retryAfter parses retry-after-ms, then Retry-After (seconds or HTTP date).
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// AsError returns err's *Error, if it has one.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}

@@ -1,0 +1,317 @@
+// Package config turns environment variables into the workers'
+// configuration: every variable has a working default, is validated with an
+// error naming it, and secrets never reach the logs (Redacted).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Lookup is os.LookupEnv's signature, so tests pass a map.
+type Lookup func(string) (string, bool)
+
+// Config is the whole fleet's configuration; each worker reads its part.
+type Config struct {
+	// NATSURL is NATS_URL. Defaults to nats://127.0.0.1:4222.
+	NATSURL string
+	// RedisURL is REDIS_URL. Defaults to redis://127.0.0.1:6379/0.
+	RedisURL string
+	// OpenAIAPIKey is OPENAI_API_KEY.
+	OpenAIAPIKey string `json:"-"`
+	// OpenAIBaseURL is OPENAI_BASE_URL (openai-go's default when empty).
+	OpenAIBaseURL string
+	// LogLevel is LOG_LEVEL (debug, info, warn, error). Defaults to info.
+	LogLevel string
+	// MetricsAddr is METRICS_ADDR: where /metrics and /healthz are served ("" = off).
+	MetricsAddr string
+	// StopTimeout is STOP_TIMEOUT: how long a worker may take to stop on SIGTERM. Defaults to 8s.
+	StopTimeout time.Duration
+	// StreamReplicas is STREAM_REPLICAS for streams and buckets. Defaults to 1.
+	StreamReplicas int
+	// DedupWindow is DEDUP_WINDOW: the Nats-Msg-Id window of the streams. Defaults to 10m.
+	DedupWindow time.Duration
+	// EventsMaxAge is EVENTS_MAX_AGE: how long events stay replayable. Defaults to 168h.
+	EventsMaxAge time.Duration
+	// JobRetention is JOB_RETENTION: how long a key is remembered after its job's last change. Defaults to 720h.
+	JobRetention time.Duration
+	// MaxActiveBatches is MAX_ACTIVE_BATCHES: the fleet-wide cap of active vendor batches (0 = none).
+	MaxActiveBatches int
+	// VendorCallTimeout is VENDOR_CALL_TIMEOUT: the bound of each vendor call but transfers. Defaults to 30s.
+	VendorCallTimeout time.Duration
+
+	Submit Submit
+	Poll   Poll
+	Notify Notify
+}
+
+// Submit configures submitters.
+type Submit struct {
+	// Concurrency is SUBMIT_CONCURRENCY: submissions in flight per submitter. Defaults to 8.
+	Concurrency int
+	// LockTTL is SUBMIT_LOCK_TTL: the Redis lock lease, renewed while working. Defaults to 30s.
+	LockTTL time.Duration
+	// MaxTries is SUBMIT_MAX_TRIES: failed submission tries (429, 5xx) before a job ends failed. Defaults to 8.
+	MaxTries int
+	// Rate is SUBMIT_RATE: the fleet-wide vendor batch create rate, e.g. "2000/h" (the default; "0" = none).
+	Rate string
+}
+
+// Poll configures pollers.
+type Poll struct {
+	// InitialInterval is POLL_INITIAL_INTERVAL. Defaults to 5s.
+	InitialInterval time.Duration
+	// MaxInterval is POLL_MAX_INTERVAL. Defaults to 5m.
+	MaxInterval time.Duration
+	// Lease is POLL_LEASE: the ack wait of a poll lease; a dead poller's jobs are taken over within it. Defaults to 15s.
+	Lease time.Duration
+	// Concurrency is POLL_CONCURRENCY: vendor GETs in flight per poller. Defaults to 32.
+	Concurrency int
+	// Rate is POLL_RATE: the fleet-wide vendor GET rate, e.g. "20/s" (the default; "0" = none).
+	Rate string
+	// ProgressEvery is PROGRESS_INTERVAL: the minimum time between batch.progress events of a batch. Defaults to 10s.
+	ProgressEvery time.Duration
+	// SoftTimeout is POLL_SOFT_TIMEOUT: age of a batch that triggers a warning event. Defaults to 12h.
+	SoftTimeout time.Duration
+	// HardTimeout is POLL_HARD_TIMEOUT: age that triggers TimeoutAction. Defaults to 23h.
+	HardTimeout time.Duration
+	// TimeoutAction is POLL_TIMEOUT_ACTION: cancel, alert or retry. Defaults to alert.
+	TimeoutAction string
+	// WebhookAddr is VENDOR_WEBHOOK_ADDR: listen address for vendor webhooks ("" = off).
+	WebhookAddr string
+	// WebhookSecret is OPENAI_WEBHOOK_SECRET.
+	WebhookSecret string `json:"-"`
+}
+
+// Notify configures notifiers.
+type Notify struct {
+	// Concurrency is NOTIFY_CONCURRENCY: batches processed at once per notifier. Defaults to 4.
+	Concurrency int
+	// MaxRetryAttempts is MAX_RETRY_ATTEMPTS: retry batches per job. Defaults to 3.
+	MaxRetryAttempts int
+	// RetryBackoff is RETRY_BACKOFF: the delay before the first retry batch, doubled for each next one. Defaults to 10s.
+	RetryBackoff time.Duration
+	// WebhookURLs is WEBHOOK_URLS (comma-separated).
+	WebhookURLs []string
+	// WebhookSecret is WEBHOOK_SECRET ("whsec_<base64>" or raw).
+	WebhookSecret string `json:"-"`
+	// WebhookMaxAttempts is WEBHOOK_MAX_ATTEMPTS before dead-lettering. Defaults to 8.
+	WebhookMaxAttempts int
+	// WebhookRetryInitial is WEBHOOK_RETRY_INITIAL: the first retry delay, doubled each time. Defaults to 2s.
+	WebhookRetryInitial time.Duration
+	// WebhookTimeout is WEBHOOK_TIMEOUT. Defaults to 10s.
+	WebhookTimeout time.Duration
+	// PriceTable is PRICE_TABLE (JSON); empty uses the built-in estimate table.
+	PriceTable string
+	// DeleteInputFiles is DELETE_INPUT_FILES: delete uploaded vendor input files when a job ends. Defaults to true.
+	DeleteInputFiles bool
+}
+
+// Load reads the configuration from env, applying defaults, and validates it.
+func Load(env Lookup) (Config, error) {
+	p := parser{env: env}
+	c := Config{
+		NATSURL:           p.str("NATS_URL", "nats://127.0.0.1:4222"),
+		RedisURL:          p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		OpenAIAPIKey:      p.str("OPENAI_API_KEY", ""),
+		OpenAIBaseURL:     p.str("OPENAI_BASE_URL", ""),
+		LogLevel:          p.str("LOG_LEVEL", "info"),
+		MetricsAddr:       p.str("METRICS_ADDR", ""),
+		StopTimeout:       p.dur("STOP_TIMEOUT", 8*time.Second),
+		StreamReplicas:    p.int("STREAM_REPLICAS", 1),
+		DedupWindow:       p.dur("DEDUP_WINDOW", 10*time.Minute),
+		EventsMaxAge:      p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
+		JobRetention:      p.dur("JOB_RETENTION", 30*24*time.Hour),
+		MaxActiveBatches:  p.int("MAX_ACTIVE_BATCHES", 0),
+		VendorCallTimeout: p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
+		Submit: Submit{
+			Concurrency: p.int("SUBMIT_CONCURRENCY", 8),
+			LockTTL:     p.dur("SUBMIT_LOCK_TTL", 30*time.Second),
+			MaxTries:    p.int("SUBMIT_MAX_TRIES", 8),
+			Rate:        p.str("SUBMIT_RATE", "2000/h"),
+		},
+		Poll: Poll{
+			InitialInterval: p.dur("POLL_INITIAL_INTERVAL", 5*time.Second),
+			MaxInterval:     p.dur("POLL_MAX_INTERVAL", 5*time.Minute),
+			Lease:           p.dur("POLL_LEASE", 15*time.Second),
+			Concurrency:     p.int("POLL_CONCURRENCY", 32),
+			Rate:            p.str("POLL_RATE", "20/s"),
+			ProgressEvery:   p.dur("PROGRESS_INTERVAL", 10*time.Second),
+			SoftTimeout:     p.dur("POLL_SOFT_TIMEOUT", 12*time.Hour),
+			HardTimeout:     p.dur("POLL_HARD_TIMEOUT", 23*time.Hour),
+			TimeoutAction:   p.str("POLL_TIMEOUT_ACTION", "alert"),
+			WebhookAddr:     p.str("VENDOR_WEBHOOK_ADDR", ""),
+			WebhookSecret:   p.str("OPENAI_WEBHOOK_SECRET", ""),
+		},
+		Notify: Notify{
+			Concurrency:         p.int("NOTIFY_CONCURRENCY", 4),
+			MaxRetryAttempts:    p.int("MAX_RETRY_ATTEMPTS", 3),
+			RetryBackoff:        p.dur("RETRY_BACKOFF", 10*time.Second),
+			WebhookURLs:         p.list("WEBHOOK_URLS"),
+			WebhookSecret:       p.str("WEBHOOK_SECRET", ""),
+			WebhookMaxAttempts:  p.int("WEBHOOK_MAX_ATTEMPTS", 8),
+			WebhookRetryInitial: p.dur("WEBHOOK_RETRY_INITIAL", 2*time.Second),
+			WebhookTimeout:      p.dur("WEBHOOK_TIMEOUT", 10*time.Second),
+			PriceTable:          p.str("PRICE_TABLE", ""),
+			DeleteInputFiles:    p.bool("DELETE_INPUT_FILES", true),
+		},
+	}
+	if err := errors.Join(p.errs...); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration; the error names the variable.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(validURL(c.NATSURL, "nats", "tls", "ws", "wss"), "NATS_URL %q is not a nats:// URL", c.NATSURL)
+	check(validURL(c.RedisURL, "redis", "rediss", "unix"), "REDIS_URL %q is not a redis:// URL", c.RedisURL)
+	check(c.OpenAIBaseURL == "" || validURL(c.OpenAIBaseURL, "http", "https"), "OPENAI_BASE_URL %q is not an http(s) URL", c.OpenAIBaseURL)
+	check(c.StopTimeout > 0, "STOP_TIMEOUT must be positive")
+	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "STREAM_REPLICAS must be 1..5")
+	check(c.DedupWindow >= time.Second, "DEDUP_WINDOW must be at least 1s")
+	check(c.MaxActiveBatches >= 0, "MAX_ACTIVE_BATCHES must not be negative")
+	check(c.VendorCallTimeout > 0, "VENDOR_CALL_TIMEOUT must be positive")
+	check(c.Submit.Concurrency >= 1, "SUBMIT_CONCURRENCY must be at least 1")
+	check(c.Submit.LockTTL >= time.Second, "SUBMIT_LOCK_TTL must be at least 1s")
+	check(c.Submit.MaxTries >= 1, "SUBMIT_MAX_TRIES must be at least 1")
+	check(c.Poll.InitialInterval >= 10*time.Millisecond, "POLL_INITIAL_INTERVAL must be at least 10ms")
+	check(c.Poll.InitialInterval <= c.Poll.MaxInterval, "POLL_INITIAL_INTERVAL must not exceed POLL_MAX_INTERVAL")
+	check(c.Poll.Lease >= time.Second, "POLL_LEASE must be at least 1s")
+	check(c.Poll.Concurrency >= 1, "POLL_CONCURRENCY must be at least 1")
+	check(c.Poll.SoftTimeout <= c.Poll.HardTimeout, "POLL_SOFT_TIMEOUT must not exceed POLL_HARD_TIMEOUT")
+	check(c.Poll.TimeoutAction == "cancel" || c.Poll.TimeoutAction == "alert" || c.Poll.TimeoutAction == "retry",
+		"POLL_TIMEOUT_ACTION %q must be cancel, alert or retry", c.Poll.TimeoutAction)
+	check(c.Poll.WebhookAddr == "" || c.Poll.WebhookSecret != "", "OPENAI_WEBHOOK_SECRET is required when VENDOR_WEBHOOK_ADDR is set")
+	check(c.Notify.Concurrency >= 1, "NOTIFY_CONCURRENCY must be at least 1")
+	check(c.Notify.MaxRetryAttempts >= 0, "MAX_RETRY_ATTEMPTS must not be negative")
+	check(len(c.Notify.WebhookURLs) == 0 || c.Notify.WebhookSecret != "", "WEBHOOK_SECRET is required when WEBHOOK_URLS is set")
+	for _, u := range c.Notify.WebhookURLs {
+		check(validURL(u, "http", "https"), "WEBHOOK_URLS entry %q is not an http(s) URL", u)
+	}
+	check(c.Notify.WebhookMaxAttempts >= 1, "WEBHOOK_MAX_ATTEMPTS must be at least 1")
+	return errors.Join(errs...)
+}
+
+// Redacted returns the configuration with secrets masked, for the start-up log.
+func (c Config) Redacted() Config {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "[redacted]"
+	}
+	c.OpenAIAPIKey = mask(c.OpenAIAPIKey)
+	c.Poll.WebhookSecret = mask(c.Poll.WebhookSecret)
+	c.Notify.WebhookSecret = mask(c.Notify.WebhookSecret)
+	c.RedisURL = redactURL(c.RedisURL)
+	c.NATSURL = redactURL(c.NATSURL)
+	return c
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User("redacted")
+	return u.String()
+}
+
+func validURL(s string, schemes ...string) bool {
+	for _, part := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			return false
+		}
+		ok := false
+		for _, sc := range schemes {
+			ok = ok || u.Scheme == sc
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+type parser struct {
+	env  Lookup
+	errs []error
+}
+
+func (p *parser) get(name string) (string, bool) {
+	v, ok := p.env(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+func (p *parser) str(name, def string) string {
+	if v, ok := p.get(name); ok {
+		return v
+	}
+	return def
+}
+
+func (p *parser) dur(name string, def time.Duration) time.Duration {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.errs = append(p.errs, fmt.Errorf("%s=%q is not a Go duration (e.g. 500ms, 30s, 5m)", name, v))
+		return def
+	}
+	return d
+}
+
+func (p *parser) int(name string, def int) int {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s=%q is not an integer", name, v))
+		return def
+	}
+	return n
+}
+
+func (p *parser) bool(name string, def bool) bool {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s=%q is not a boolean", name, v))
+		return def
+	}
+	return b
+}
+
+func (p *parser) list(name string) []string {
+	v, ok := p.get(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,97 @@
+// Package emulator is an in-memory emulator of OpenAI's Files and Batch
+// API, with fault injection, for developing and testing the fleet without
+// the vendor. Workers reach it only over HTTP through openai-go, exactly as
+// they reach OpenAI, so it answers with OpenAI's JSON shapes: File and
+// Batch objects, cursor lists, output and error JSONL whose bodies decode
+// with openai-go's types, and OpenAI's error envelope
+// {"error":{"message","type","param","code"}}.
+//
+// # Use
+//
+// [New] returns an [Emulator], an http.Handler to mount with httptest:
+//
+//	emu := emulator.New(emulator.Config{ExpireAfter: 3 * time.Second})
+//	defer emu.Close()
+//	srv := httptest.NewServer(emu)
+//	client := openai.NewClient(option.WithBaseURL(srv.URL+"/v1"), option.WithAPIKey("test"))
+//
+// [Server] serves one on a TCP address; cmd/openai-emulator wraps it and is
+// configured by environment (see [LoadEnv]).
+//
+// # API
+//
+//	POST   /v1/files                 multipart file + purpose
+//	GET    /v1/files, /v1/files/{id}, /v1/files/{id}/content
+//	DELETE /v1/files/{id}
+//	POST   /v1/batches               input_file_id, endpoint, completion_window, metadata, output_expires_after
+//	GET    /v1/batches?limit=&after= newest first, cursor pagination
+//	GET    /v1/batches/{id}
+//	POST   /v1/batches/{id}/cancel
+//
+// Every /v1 call needs "Authorization: Bearer <key>" (any key unless
+// [Config.APIKey] is set).
+//
+// # Lifecycle
+//
+// A batch's lifecycle is planned at creation from the [Config] durations
+// and evaluated lazily from timestamps on every read, so it advances with
+// nobody polling and 100,000 batches cost nothing while idle. A scheduler
+// (a timer heap of terminal times) finishes batches on time for webhooks
+// and the active-batch count. The phases:
+//
+//   - validating for ValidatingFor; then the input JSONL is checked (each
+//     line a JSON object with a unique custom_id, method POST, url equal to
+//     the batch endpoint, a body with the same model on every line,
+//     1..50000 lines, the enqueued token limit). A violation fails the batch
+//     with errors.data entries such as invalid_json_line,
+//     missing_required_parameter, duplicate_custom_id, mismatched_model,
+//     invalid_url or token_limit_exceeded.
+//   - in_progress for InProgressFor, requests completing evenly spread over
+//     it, so request_counts rise when polled;
+//   - finalizing for FinalizingFor, then completed with output_file_id (if
+//     any request succeeded) and error_file_id (if any failed). Output
+//     lines are in random order, as OpenAI does not guarantee order.
+//
+// A batch not finalizing ExpireAfter after creation expires: what executed
+// is in its output and error files, every other request is an error line
+// with error.code batch_expired (and does not count as failed). Cancelling
+// a validating or in_progress batch makes it cancelling, then cancelled
+// after CancelDelay, with the requests executed until the cancel in its
+// files; requests never executed have no line.
+//
+// # Choosing outcomes
+//
+// A request's custom_id decides its outcome: "fail-once" fails with 500 the
+// first time that custom_id executes in the emulator's lifetime,
+// "fail-always" always fails with 500, "fail-429" with 429, "fail-400"
+// with 400, and "never-finish" never executes, keeping its batch
+// in_progress until expiry or cancel, as does the model "expire-me" for a
+// whole batch. FailureRate adds random 500s.
+//
+// # Faults
+//
+// [Faults] injects 429s and 5xx per operation (with Retry-After),
+// latency on every call, and DropAfterCreateRate: the batch is created,
+// then the connection is closed without an answer, as a network failure
+// after the vendor committed would. Change them at run time with
+// [Emulator.SetFaults] or PUT /_emulator/faults.
+//
+// # Webhooks
+//
+// With WebhookURL set, each terminal status is POSTed as OpenAI's event
+// (batch.completed, batch.failed, batch.expired, batch.cancelled) signed per
+// Standard Webhooks with WebhookSecret, so openai-go's Webhooks.Unwrap
+// accepts it. Non-2xx answers are retried WebhookAttempts times.
+//
+// # Admin API
+//
+// /_emulator/ (no auth) lists every batch, the call log with wall-clock
+// start and end times, counters, and sets faults; see admin.go and
+// [Emulator.Batches], [Emulator.Calls], [Emulator.Stats].
+//
+// # Known differences from OpenAI
+//
+// Image and video endpoints are rejected; files never expire by themselves
+// (expires_at is reported only); token counts are estimates (~4 characters
+// a token); the reply text is fixed per custom_id.
+package emulator

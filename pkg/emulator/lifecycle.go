@@ -1,0 +1,466 @@
+package emulator
+
+import (
+	"container/heap"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Batch statuses, as OpenAI spells them.
+const (
+	StatusValidating = "validating"
+	StatusFailed     = "failed"
+	StatusInProgress = "in_progress"
+	StatusFinalizing = "finalizing"
+	StatusCompleted  = "completed"
+	StatusExpired    = "expired"
+	StatusCancelling = "cancelling"
+	StatusCancelled  = "cancelled"
+)
+
+// batch is one emulated batch. Its whole lifecycle is planned at creation
+// as timestamps, so its status at any instant is computed on read (lazy
+// evaluation) rather than by ticking every batch; only the moment it turns
+// terminal is scheduled, for webhooks and the active count. A cancel
+// re-plans the end. All fields are guarded by Emulator.mu.
+type batch struct {
+	seq                               int // index in Emulator.batches
+	id, endpoint, inputFileID, window string
+	metadata                          map[string]string
+	outputExpiresAfter                int64 // seconds; 0 means the default
+	created, expiresAt                time.Time
+
+	in           input
+	total        int
+	countsTokens bool // in.tokens is part of the model's enqueued tokens
+
+	validatedAt, finalizeAt, completeAt time.Time
+	stuck                               bool // some request never finishes: only expiry or cancel end it
+	cancelAt, cancelledAt               time.Time
+	terminalAt                          time.Time
+
+	sched []*inputRequest // requests that will execute, in execution order
+	next  int             // sched[:next] have executed
+	runs  time.Duration   // InProgressFor at creation
+
+	completed, failed int64
+	usage             usage
+	okLines, errLines [][]byte
+
+	final                     bool
+	outputFileID, errorFileID string
+}
+
+// plan fixes the batch's timeline from its creation time and input.
+func (b *batch) plan(cfg Config) {
+	b.validatedAt = b.created.Add(cfg.ValidatingFor)
+	b.expiresAt = b.created.Add(cfg.ExpireAfter)
+	b.runs = cfg.InProgressFor
+	b.total = len(b.in.reqs)
+	for _, r := range b.in.reqs {
+		if strings.Contains(r.customID, TriggerNeverFinish) || b.in.model == ModelExpireMe {
+			b.stuck = true
+			continue
+		}
+		b.sched = append(b.sched, r)
+	}
+	if !b.stuck {
+		b.finalizeAt = b.validatedAt.Add(cfg.InProgressFor)
+		b.completeAt = b.finalizeAt.Add(cfg.FinalizingFor)
+	}
+	b.terminalAt = b.naturalEnd()
+}
+
+func (b *batch) valid() bool { return b.in.errs == nil }
+
+// expires reports whether the completion window ends before the batch
+// would fail validation or start finalizing (ties go to expiry).
+func (b *batch) expires() bool {
+	if !b.cancelAt.IsZero() {
+		return false
+	}
+	switch {
+	case !b.valid():
+		return !b.expiresAt.After(b.validatedAt)
+	case b.stuck:
+		return true
+	default:
+		return !b.expiresAt.After(b.finalizeAt)
+	}
+}
+
+// naturalEnd is when an uncancelled batch turns terminal.
+func (b *batch) naturalEnd() time.Time {
+	switch {
+	case b.expires():
+		return b.expiresAt
+	case !b.valid():
+		return b.validatedAt
+	default:
+		return b.completeAt
+	}
+}
+
+// halt is when execution stops early (cancel or expiry), zero if never.
+func (b *batch) halt() (at time.Time, cancelled bool) {
+	if !b.cancelAt.IsZero() {
+		return b.cancelAt, true
+	}
+	if b.expires() {
+		return b.expiresAt, false
+	}
+	return time.Time{}, false
+}
+
+// reached reports whether phase timestamp x was passed by t before a halt.
+func (b *batch) reached(x, t time.Time) bool {
+	if x.IsZero() || x.After(t) {
+		return false
+	}
+	h, cancelled := b.halt()
+	return h.IsZero() || x.Before(h) || (cancelled && x.Equal(h))
+}
+
+func (b *batch) statusAt(t time.Time) string {
+	if !b.cancelAt.IsZero() && !t.Before(b.cancelAt) {
+		if t.Before(b.cancelledAt) {
+			return StatusCancelling
+		}
+		return StatusCancelled
+	}
+	switch {
+	case b.expires() && !t.Before(b.expiresAt):
+		return StatusExpired
+	case t.Before(b.validatedAt):
+		return StatusValidating
+	case !b.valid():
+		return StatusFailed
+	case b.stuck || t.Before(b.finalizeAt):
+		return StatusInProgress
+	case t.Before(b.completeAt):
+		return StatusFinalizing
+	}
+	return StatusCompleted
+}
+
+func isActive(status string) bool {
+	switch status {
+	case StatusValidating, StatusInProgress, StatusFinalizing, StatusCancelling:
+		return true
+	}
+	return false
+}
+
+// doneAt is when sched[i] executes: requests are spread evenly over the
+// in-progress phase.
+func (b *batch) doneAt(i int) time.Time {
+	n := float64(len(b.sched))
+	return b.validatedAt.Add(time.Duration(float64(b.runs) * float64(i+1) / n))
+}
+
+// advanceLocked brings b up to now: executes the requests due by now (or
+// by the halt) and finishes b once it is terminal.
+func (e *Emulator) advanceLocked(b *batch, now time.Time) {
+	if b.final {
+		return
+	}
+	cutoff := now
+	if h, _ := b.halt(); !h.IsZero() && h.Before(cutoff) {
+		cutoff = h
+	}
+	if b.valid() {
+		for b.next < len(b.sched) {
+			at := b.doneAt(b.next)
+			if at.After(cutoff) {
+				break
+			}
+			e.executeLocked(b, b.sched[b.next], at)
+			b.next++
+		}
+	}
+	if !now.Before(b.terminalAt) {
+		e.finishLocked(b)
+	}
+}
+
+// outputLine is one line of an output or error file.
+type outputLine struct {
+	ID       string          `json:"id"`
+	CustomID string          `json:"custom_id"`
+	Response *outputResponse `json:"response"`
+	Error    *lineError      `json:"error"`
+}
+
+type outputResponse struct {
+	StatusCode int    `json:"status_code"`
+	RequestID  string `json:"request_id"`
+	Body       any    `json:"body"`
+}
+
+type lineError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// outcome decides a request's HTTP status from its custom_id triggers and
+// FailureRate.
+func (e *Emulator) outcomeLocked(customID string) int {
+	switch {
+	case strings.Contains(customID, TriggerFail400):
+		return 400
+	case strings.Contains(customID, TriggerFail429):
+		return 429
+	case strings.Contains(customID, TriggerFailAlways):
+		return 500
+	case strings.Contains(customID, TriggerFailOnce):
+		if !e.failedOnce[customID] {
+			e.failedOnce[customID] = true
+			return 500
+		}
+	}
+	if rate := e.Faults().FailureRate; rate > 0 && e.rnd.Float64() < rate {
+		return 500
+	}
+	return 200
+}
+
+func (e *Emulator) executeLocked(b *batch, r *inputRequest, at time.Time) {
+	status := e.outcomeLocked(r.customID)
+	line := outputLine{ID: newBatchReqID(), CustomID: r.customID}
+	resp := &outputResponse{StatusCode: status, RequestID: randID(16)}
+	line.Response = resp
+	if status == 200 {
+		body, u := responseBody(b.endpoint, r, at)
+		resp.Body = body
+		b.completed++
+		b.usage.input += u.input
+		b.usage.output += u.output
+		b.okLines = append(b.okLines, mustJSON(line))
+	} else {
+		resp.Body = errorBody(status).body()
+		b.failed++
+		b.errLines = append(b.errLines, mustJSON(line))
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("emulator: marshal %T: %v", v, err))
+	}
+	return b
+}
+
+const expiredMessage = "This request could not be executed before the completion window of 24h expired."
+
+// finishLocked turns b terminal: writes its output and error files, frees
+// its share of the active count and enqueued tokens, and queues its webhook.
+func (e *Emulator) finishLocked(b *batch) {
+	b.final = true
+	status := b.statusAt(b.terminalAt)
+	if status == StatusExpired && b.valid() {
+		executed := make(map[*inputRequest]bool, b.next)
+		for _, r := range b.sched[:b.next] {
+			executed[r] = true
+		}
+		for _, r := range b.in.reqs {
+			if !executed[r] {
+				b.errLines = append(b.errLines, mustJSON(outputLine{ID: newBatchReqID(), CustomID: r.customID,
+					Error: &lineError{Code: "batch_expired", Message: expiredMessage}}))
+			}
+		}
+	}
+	if status != StatusFailed {
+		if len(b.okLines) > 0 {
+			b.outputFileID = e.storeOutputLocked(b, "output", b.okLines)
+		}
+		if len(b.errLines) > 0 {
+			b.errorFileID = e.storeOutputLocked(b, "error", b.errLines)
+		}
+	}
+	b.okLines, b.errLines, b.sched = nil, nil, nil
+	b.in.reqs = nil
+	e.active--
+	if b.countsTokens {
+		e.enqueued[b.in.model] -= b.in.tokens
+	}
+	e.log.Debug().Str("batch_id", b.id).Str("status", status).Msg("batch finished")
+	if e.cfg.WebhookURL != "" {
+		e.hooks.push(webhookEvent{
+			ID: newEventID(), Object: "event", CreatedAt: b.terminalAt.Unix(),
+			Type: "batch." + status, Data: webhookEventData{ID: b.id},
+		})
+	}
+}
+
+// storeOutputLocked writes lines in random order (OpenAI does not
+// guarantee output order) as a batch_output file.
+func (e *Emulator) storeOutputLocked(b *batch, kind string, lines [][]byte) string {
+	e.rnd.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
+	size := 0
+	for _, l := range lines {
+		size += len(l) + 1
+	}
+	data := make([]byte, 0, size)
+	for _, l := range lines {
+		data = append(append(data, l...), '\n')
+	}
+	expireSecs := b.outputExpiresAfter
+	if expireSecs == 0 {
+		expireSecs = defaultBatchFileTTL
+	}
+	f := &file{
+		ID: newFileID(), Object: "file", Bytes: int64(len(data)), CreatedAt: b.terminalAt.Unix(),
+		Filename: b.id + "_" + kind + ".jsonl", Purpose: "batch_output", Status: "processed",
+		ExpiresAt: ptr(b.terminalAt.Unix() + expireSecs), data: data,
+	}
+	e.files[f.ID] = f
+	e.fileOrder = append(e.fileOrder, f)
+	return f.ID
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// batchJSON is OpenAI's Batch object; unset timestamps and IDs are null.
+type batchJSON struct {
+	ID               string            `json:"id"`
+	Object           string            `json:"object"`
+	Endpoint         string            `json:"endpoint"`
+	Model            *string           `json:"model"`
+	Errors           *batchErrors      `json:"errors"`
+	InputFileID      string            `json:"input_file_id"`
+	CompletionWindow string            `json:"completion_window"`
+	Status           string            `json:"status"`
+	OutputFileID     *string           `json:"output_file_id"`
+	ErrorFileID      *string           `json:"error_file_id"`
+	CreatedAt        int64             `json:"created_at"`
+	InProgressAt     *int64            `json:"in_progress_at"`
+	ExpiresAt        *int64            `json:"expires_at"`
+	FinalizingAt     *int64            `json:"finalizing_at"`
+	CompletedAt      *int64            `json:"completed_at"`
+	FailedAt         *int64            `json:"failed_at"`
+	ExpiredAt        *int64            `json:"expired_at"`
+	CancellingAt     *int64            `json:"cancelling_at"`
+	CancelledAt      *int64            `json:"cancelled_at"`
+	RequestCounts    RequestCounts     `json:"request_counts"`
+	Usage            batchUsage        `json:"usage"`
+	Metadata         map[string]string `json:"metadata"`
+}
+
+type batchErrors struct {
+	Object string       `json:"object"`
+	Data   []BatchError `json:"data"`
+}
+
+// RequestCounts are a batch's request counts.
+type RequestCounts struct {
+	Total     int64 `json:"total"`
+	Completed int64 `json:"completed"`
+	Failed    int64 `json:"failed"`
+}
+
+type batchUsage struct {
+	InputTokens         int64          `json:"input_tokens"`
+	InputTokensDetails  map[string]int `json:"input_tokens_details"`
+	OutputTokens        int64          `json:"output_tokens"`
+	OutputTokensDetails map[string]int `json:"output_tokens_details"`
+	TotalTokens         int64          `json:"total_tokens"`
+}
+
+func unixPtr(t time.Time) *int64 { return ptr(t.Unix()) }
+
+// viewLocked renders b as of now; call advanceLocked first.
+func (e *Emulator) viewLocked(b *batch, now time.Time) batchJSON {
+	status := b.statusAt(now)
+	v := batchJSON{
+		ID: b.id, Object: "batch", Endpoint: b.endpoint, InputFileID: b.inputFileID,
+		CompletionWindow: b.window, Status: status, CreatedAt: b.created.Unix(),
+		ExpiresAt: unixPtr(b.expiresAt), Metadata: b.metadata,
+		Usage: batchUsage{
+			InputTokens: b.usage.input, OutputTokens: b.usage.output, TotalTokens: b.usage.input + b.usage.output,
+			InputTokensDetails: map[string]int{"cached_tokens": 0}, OutputTokensDetails: map[string]int{"reasoning_tokens": 0},
+		},
+	}
+	if b.valid() && b.reached(b.validatedAt, now) {
+		v.InProgressAt = unixPtr(b.validatedAt)
+		v.Model = ptr(b.in.model)
+		v.RequestCounts = RequestCounts{Total: int64(b.total), Completed: b.completed, Failed: b.failed}
+	}
+	if b.valid() && !b.stuck && b.reached(b.finalizeAt, now) {
+		v.FinalizingAt = unixPtr(b.finalizeAt)
+	}
+	switch status {
+	case StatusCompleted:
+		v.CompletedAt = unixPtr(b.completeAt)
+	case StatusFailed:
+		v.FailedAt = unixPtr(b.validatedAt)
+		v.Errors = &batchErrors{Object: "list", Data: b.in.errs}
+	case StatusExpired:
+		v.ExpiredAt = unixPtr(b.expiresAt)
+	case StatusCancelled:
+		v.CancelledAt = unixPtr(b.cancelledAt)
+	}
+	if !b.cancelAt.IsZero() && !now.Before(b.cancelAt) {
+		v.CancellingAt = unixPtr(b.cancelAt)
+	}
+	if b.final {
+		v.OutputFileID, v.ErrorFileID = strPtr(b.outputFileID), strPtr(b.errorFileID)
+	}
+	return v
+}
+
+// BatchInfo is the admin view of a batch (Emulator.Batches, GET /_emulator/batches).
+type BatchInfo struct {
+	ID            string            `json:"id"`
+	Status        string            `json:"status"`
+	Metadata      map[string]string `json:"metadata"`
+	CreatedAt     time.Time         `json:"created_at"`
+	RequestCounts RequestCounts     `json:"request_counts"`
+	Endpoint      string            `json:"endpoint"`
+	Model         string            `json:"model"`
+	InputFileID   string            `json:"input_file_id"`
+	OutputFileID  string            `json:"output_file_id,omitempty"`
+	ErrorFileID   string            `json:"error_file_id,omitempty"`
+}
+
+// schedule is a min-heap of batches by the time they turn terminal. An
+// entry whose time no longer matches its batch (re-planned by a cancel) is
+// stale and skipped.
+type schedule []scheduled
+
+type scheduled struct {
+	at time.Time
+	b  *batch
+}
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].at.Before(s[j].at) }
+func (s schedule) Swap(i, j int)      { s[i], s[j] = s[j], s[i] }
+func (s *schedule) Push(x any)        { *s = append(*s, x.(scheduled)) }
+func (s *schedule) Pop() any {
+	old := *s
+	x := old[len(old)-1]
+	*s = old[:len(old)-1]
+	return x
+}
+
+// runDueLocked finishes every batch whose terminal time has passed.
+func (e *Emulator) runDueLocked(now time.Time) {
+	for e.sched.Len() > 0 && !e.sched[0].at.After(now) {
+		s := heap.Pop(&e.sched).(scheduled)
+		if s.b.final || !s.at.Equal(s.b.terminalAt) {
+			continue
+		}
+		e.advanceLocked(s.b, now)
+	}
+}
+
+// nextDueLocked is the earliest scheduled time, zero if none.
+func (e *Emulator) nextDueLocked() time.Time {
+	if e.sched.Len() == 0 {
+		return time.Time{}
+	}
+	return e.sched[0].at
+}

@@ -1,0 +1,112 @@
+// Package fleet builds each worker type from its process's collaborators
+// and configuration. It is a composition root, like cmd/ and devfleet: the
+// only place that knows how submit, poll and notify are assembled.
+package fleet
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/batchfleet/batchfleet/pkg/config"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lifecycle"
+	"github.com/batchfleet/batchfleet/pkg/lock"
+	"github.com/batchfleet/batchfleet/pkg/notify"
+	"github.com/batchfleet/batchfleet/pkg/poll"
+	"github.com/batchfleet/batchfleet/pkg/ratelimit"
+	"github.com/batchfleet/batchfleet/pkg/results"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/submit"
+)
+
+// Streams maps the configuration onto stream settings.
+func Streams(c config.Config) stream.Settings {
+	return stream.Settings{Replicas: c.StreamReplicas, EventsMaxAge: c.EventsMaxAge, DuplicateWindow: c.DedupWindow}
+}
+
+// Store opens the job store.
+func Store(ctx context.Context, inf *lifecycle.Infra) (*jobstore.Store, error) {
+	c := inf.Config
+	return jobstore.Open(ctx, inf.JS, jobstore.Settings{Retention: c.JobRetention, Replicas: c.StreamReplicas})
+}
+
+func limiter(inf *lifecycle.Infra, name, spec string) (*ratelimit.Limiter, error) {
+	l, err := ratelimit.ParseLimit(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if l.Rate == 0 {
+		return nil, nil
+	}
+	return ratelimit.New(inf.Redis, name, l), nil
+}
+
+// Submitter builds a submitter.
+func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error) {
+	c := inf.Config
+	st, err := Store(ctx, inf)
+	if err != nil {
+		return nil, err
+	}
+	d := submit.Deps{
+		JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger,
+		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
+	}
+	lim, err := limiter(inf, "SUBMIT_RATE", c.Submit.Rate)
+	if err != nil {
+		return nil, err
+	}
+	if lim != nil {
+		d.Limiter = lim
+	}
+	return submit.New(d, submit.Config{
+		Concurrency: c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
+		MaxTries: c.Submit.MaxTries, StopTimeout: c.StopTimeout, Streams: Streams(c),
+	})
+}
+
+// Poller builds a poller.
+func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error) {
+	c := inf.Config
+	st, err := Store(ctx, inf)
+	if err != nil {
+		return nil, err
+	}
+	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger}
+	lim, err := limiter(inf, "POLL_RATE", c.Poll.Rate)
+	if err != nil {
+		return nil, err
+	}
+	if lim != nil {
+		d.Limiter = lim
+	}
+	return poll.New(d, poll.Config{
+		InitialInterval: c.Poll.InitialInterval, MaxInterval: c.Poll.MaxInterval, Lease: c.Poll.Lease,
+		Concurrency: c.Poll.Concurrency, ProgressEvery: c.Poll.ProgressEvery,
+		SoftTimeout: c.Poll.SoftTimeout, HardTimeout: c.Poll.HardTimeout, TimeoutAction: c.Poll.TimeoutAction,
+		StopTimeout: c.StopTimeout, Streams: Streams(c),
+	})
+}
+
+// Notifier builds a notifier.
+func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error) {
+	c := inf.Config
+	st, err := Store(ctx, inf)
+	if err != nil {
+		return nil, err
+	}
+	prices := results.DefaultPrices()
+	if c.Notify.PriceTable != "" {
+		if prices, err = results.ParsePriceTable(c.Notify.PriceTable); err != nil {
+			return nil, fmt.Errorf("PRICE_TABLE: %w", err)
+		}
+	}
+	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger}, notify.Config{
+		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
+		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),
+		Webhooks: notify.WebhookConfig{
+			URLs: c.Notify.WebhookURLs, Secret: c.Notify.WebhookSecret, MaxAttempts: c.Notify.WebhookMaxAttempts,
+			RetryInitial: c.Notify.WebhookRetryInitial, Timeout: c.Notify.WebhookTimeout,
+		},
+	})
+}

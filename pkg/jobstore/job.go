@@ -1,0 +1,175 @@
+package jobstore
+
+import (
+	"time"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+)
+
+// Attempt states.
+const (
+	// AttemptPending: no vendor batch yet; the submitters will create one.
+	AttemptPending = "pending"
+	// AttemptSubmitted: the vendor batch exists (BatchID) and is being polled.
+	AttemptSubmitted = "submitted"
+	// AttemptFinal: the vendor batch reached a terminal status and its
+	// results were merged.
+	AttemptFinal = "final"
+	// AttemptAbandoned: the attempt was never submitted (cancelled, or
+	// submission was impossible).
+	AttemptAbandoned = "abandoned"
+)
+
+// Attempt is one vendor batch of a job: the original (N=0) or a retry.
+type Attempt struct {
+	N   int    `json:"n"`
+	Key string `json:"key"` // the vendor idempotency key: the job key or <key>:retry-N
+	// State is one of the Attempt* constants.
+	State string `json:"state"`
+	// Count is the number of requests in this attempt.
+	Count int `json:"count"`
+	// Model and EstTokens estimate the attempt's enqueued input tokens
+	// (for the per-model token budget); unknown for producer input files.
+	Model     string `json:"model,omitempty"`
+	EstTokens int64  `json:"est_tokens,omitempty"`
+	// InputObject names the attempt's JSONL in the batch_inputs object store
+	// ("" when the producer gave an input_file_id).
+	InputObject string `json:"input_object,omitempty"`
+	// InputFileID is the vendor file the batch was or will be created from.
+	InputFileID string `json:"input_file_id,omitempty"`
+	// UploadedFile is true when the fleet uploaded InputFileID (and may delete it).
+	UploadedFile bool `json:"uploaded_file,omitempty"`
+	// CreateStartedAt is set, by compare-and-set, right before a create call
+	// whose outcome may be unknown, and cleared when the vendor said it
+	// created nothing. While set and no BatchID is recorded, a batch may
+	// exist at the vendor: it is searched for before any new create.
+	CreateStartedAt time.Time `json:"create_started_at,omitzero"`
+	// SubmitErrors counts failed submission tries (for the retry budget).
+	SubmitErrors int `json:"submit_errors,omitempty"`
+	// NotBefore delays the submission of a retry batch (backoff).
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// Admitted is true while the attempt holds an admission slot.
+	Admitted bool `json:"admitted,omitempty"`
+	// TimedOut is set when the poller cancelled the batch at its hard
+	// timeout with action "retry": its unrun requests are retryable.
+	TimedOut bool `json:"timed_out,omitempty"`
+
+	BatchID      string          `json:"batch_id,omitempty"`
+	Status       string          `json:"status,omitempty"` // last vendor status seen
+	SubmittedAt  time.Time       `json:"submitted_at,omitzero"`
+	FinishedAt   time.Time       `json:"finished_at,omitzero"`
+	OutputFileID string          `json:"output_file_id,omitempty"`
+	ErrorFileID  string          `json:"error_file_id,omitempty"`
+	Counts       contract.Counts `json:"request_counts"`
+	Error        *contract.Error `json:"error,omitempty"`
+}
+
+// Job is the durable record of one original idempotency key.
+type Job struct {
+	Key              string            `json:"key"`
+	Endpoint         string            `json:"endpoint"`
+	CompletionWindow string            `json:"completion_window"`
+	Metadata         map[string]string `json:"metadata"`
+	// Total is the number of original requests (0 until known for input_file_id jobs).
+	Total    int       `json:"total"`
+	Attempts []Attempt `json:"attempts"`
+
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+
+	// Final is set once the outcome is decided; Completed once the
+	// batch.completed event is published.
+	Final       bool                 `json:"final,omitempty"`
+	Outcome     string               `json:"outcome,omitempty"`
+	Counts      contract.Counts      `json:"request_counts"`
+	Error       *contract.Error      `json:"error,omitempty"`
+	Results     *contract.ResultsRef `json:"results,omitempty"`
+	Usage       *contract.Usage      `json:"usage,omitempty"`
+	CostUSD     *float64             `json:"cost_usd,omitempty"`
+	Completed   bool                 `json:"completed,omitempty"`
+	CreatedAt   time.Time            `json:"created_at"`
+	UpdatedAt   time.Time            `json:"updated_at"`
+	FinishedAt  time.Time            `json:"finished_at,omitzero"`
+	CompletedAt time.Time            `json:"completed_at,omitzero"`
+
+	// Revision is the KV revision the record was read at (not stored).
+	Revision uint64 `json:"-"`
+}
+
+// Attempt returns the attempt with the vendor key, or nil.
+func (j *Job) Attempt(key string) *Attempt {
+	for i := range j.Attempts {
+		if j.Attempts[i].Key == key {
+			return &j.Attempts[i]
+		}
+	}
+	return nil
+}
+
+// Last returns the newest attempt, or nil.
+func (j *Job) Last() *Attempt {
+	if len(j.Attempts) == 0 {
+		return nil
+	}
+	return &j.Attempts[len(j.Attempts)-1]
+}
+
+// BatchIDs lists the vendor batches of the job in attempt order.
+func (j *Job) BatchIDs() []string {
+	ids := []string{}
+	for _, a := range j.Attempts {
+		if a.BatchID != "" {
+			ids = append(ids, a.BatchID)
+		}
+	}
+	return ids
+}
+
+// CompletedEvent renders the job's batch.completed event.
+func (j *Job) CompletedEvent() contract.Completed {
+	ev := contract.Completed{
+		IdempotencyKey: j.Key,
+		Outcome:        j.Outcome,
+		BatchIDs:       j.BatchIDs(),
+		RequestCounts:  j.Counts,
+		Metadata:       j.Metadata,
+		Results:        j.Results,
+		Error:          j.Error,
+		Attempts:       len(j.BatchIDs()),
+		Usage:          j.Usage,
+		CostUSD:        j.CostUSD,
+		CreatedAt:      j.CreatedAt,
+		CompletedAt:    j.FinishedAt,
+	}
+	if ev.Metadata == nil {
+		ev.Metadata = map[string]string{}
+	}
+	for _, a := range j.Attempts {
+		if a.OutputFileID != "" {
+			ev.OutputFileIDs = append(ev.OutputFileIDs, a.OutputFileID)
+		}
+		if a.ErrorFileID != "" {
+			ev.ErrorFileIDs = append(ev.ErrorFileIDs, a.ErrorFileID)
+		}
+	}
+	return ev
+}
+
+// Poll is a vendor batch's polling state, keyed by batch id.
+type Poll struct {
+	BatchID string          `json:"batch_id"`
+	JobKey  string          `json:"job_key"`
+	Key     string          `json:"key"` // vendor idempotency key
+	Attempt int             `json:"attempt"`
+	Status  string          `json:"status"` // last status published ("" before the first)
+	Counts  contract.Counts `json:"request_counts"`
+	// ChangedAt is when status or counts last moved; Polls counts GETs since.
+	ChangedAt    time.Time `json:"changed_at,omitzero"`
+	PollsSince   int       `json:"polls_since"`
+	ProgressAt   time.Time `json:"progress_at,omitzero"`
+	CreatedAt    time.Time `json:"created_at"`
+	SoftWarnedAt time.Time `json:"soft_warned_at,omitzero"`
+	HardActionAt time.Time `json:"hard_action_at,omitzero"`
+	CancelSentAt time.Time `json:"cancel_sent_at,omitzero"`
+	Final        bool      `json:"final,omitempty"`
+	Revision     uint64    `json:"-"`
+}

@@ -1,0 +1,163 @@
+// Package lifecycle wires a worker process: it loads the configuration
+// from the environment, connects to NATS, Redis and the vendor, serves
+// metrics, runs the worker and stops it within a bound on SIGTERM.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/config"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
+)
+
+// Infra holds a worker's live collaborators.
+type Infra struct {
+	Config  config.Config
+	Logger  zerolog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Redis   *redis.Client
+	Vendor  *batchapi.Client
+	Metrics *prometheus.Registry
+}
+
+// Close releases the connections.
+func (inf *Infra) Close() {
+	if inf.NC != nil {
+		_ = inf.NC.Drain()
+	}
+	if inf.Redis != nil {
+		_ = inf.Redis.Close()
+	}
+}
+
+// Runner is a worker. Run returns once ctx is done and the worker has
+// stopped gracefully (handed back or finished what it held).
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Build makes a worker from its collaborators.
+type Build func(ctx context.Context, inf *Infra) (Runner, error)
+
+// Main is the whole of a worker binary's main: it exits 0 after a graceful
+// stop and 1 on a start-up error.
+func Main(component string, build Build) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, component, os.LookupEnv, os.Stdout, build); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", component, err)
+		os.Exit(1)
+	}
+}
+
+// Run loads the configuration, connects and runs the worker until ctx is done.
+func Run(ctx context.Context, component string, env config.Lookup, logOut io.Writer, build Build) error {
+	cfg, err := config.Load(env)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log, err := telemetry.NewLogger(logOut, cfg.LogLevel, component)
+	if err != nil {
+		return err
+	}
+	log.Info().Interface("config", cfg.Redacted()).Msg("starting")
+	inf, err := Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer inf.Close()
+	w, err := build(ctx, inf)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", component, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.MetricsAddr != "" {
+		g.Go(func() error {
+			return telemetry.Serve(gctx, cfg.MetricsAddr, inf.Metrics, func() error {
+				if !inf.NC.IsConnected() {
+					return errors.New("nats: not connected")
+				}
+				return nil
+			}, log)
+		})
+	}
+	done := make(chan struct{})
+	g.Go(func() error {
+		defer close(done)
+		return w.Run(gctx)
+	})
+	go func() {
+		// Bound the stop: a worker that does not return in time is abandoned.
+		<-gctx.Done()
+		select {
+		case <-done:
+		case <-time.After(cfg.StopTimeout + 2*time.Second):
+			log.Error().Msg("stop deadline exceeded, exiting")
+			os.Exit(1)
+		}
+	}()
+	err = g.Wait()
+	log.Info().Err(err).Msg("stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Connect opens the NATS, Redis and vendor clients. NATS reconnects forever;
+// the first connection is retried until ctx is done.
+func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra, error) {
+	inf := &Infra{Config: cfg, Logger: log, Metrics: telemetry.Registry()}
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("batchfleet"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("nats disconnected")
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("nats reconnected") }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect NATS_URL: %w", err)
+	}
+	inf.NC = nc
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			inf.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if inf.JS, err = jetstream.New(nc); err != nil {
+		inf.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		inf.Close()
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	inf.Redis = redis.NewClient(opts)
+	inf.Vendor = batchapi.New(batchapi.Config{
+		APIKey: cfg.OpenAIAPIKey, BaseURL: cfg.OpenAIBaseURL, CallTimeout: cfg.VendorCallTimeout,
+	})
+	return inf, nil
+}

@@ -1,0 +1,208 @@
+package notify
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/results"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// vendor is the part of the vendor API a notifier uses.
+type vendor interface {
+	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	ReadFile(ctx context.Context, fileID string) ([]byte, error)
+	DeleteFile(ctx context.Context, fileID string) error
+}
+
+// releaser frees an admission slot once a batch is final.
+type releaser interface {
+	Release(ctx context.Context, key string) error
+}
+
+// Deps are a notifier's live collaborators; Admitter is optional.
+type Deps struct {
+	JS       jetstream.JetStream
+	Store    *jobstore.Store
+	Vendor   vendor
+	Admitter releaser
+	Logger   zerolog.Logger
+	Now      func() time.Time
+}
+
+// Config tunes a notifier; zero values take the defaults.
+type Config struct {
+	// Concurrency is NOTIFY_CONCURRENCY. Defaults to 4.
+	Concurrency int
+	// MaxRetryAttempts is MAX_RETRY_ATTEMPTS: retry batches per job (0 = none; config defaults it to 3).
+	MaxRetryAttempts int
+	// RetryBackoff is RETRY_BACKOFF, doubled per attempt. Defaults to 10s.
+	RetryBackoff time.Duration
+	// DeleteInputFiles deletes the uploaded vendor input files when a job ends.
+	DeleteInputFiles bool
+	// Prices estimates cost; nil uses results.DefaultPrices.
+	Prices      results.PriceTable
+	StopTimeout time.Duration
+	// AckWait of the consumer; heartbeats keep long downloads alive. Defaults to 60s.
+	AckWait time.Duration
+	Streams stream.Settings
+	// Webhooks configures outbound webhook fan-out (none when URLs is empty).
+	Webhooks WebhookConfig
+}
+
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
+	c.Concurrency = cmp.Or(c.Concurrency, 4)
+	c.RetryBackoff = cmp.Or(c.RetryBackoff, 10*time.Second)
+	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	if c.Prices == nil {
+		c.Prices = results.DefaultPrices()
+	}
+	c.Webhooks = c.Webhooks.WithDefaults()
+	return c
+}
+
+// Notifier publishes outcomes.
+type Notifier struct {
+	d   Deps
+	cfg Config
+	log zerolog.Logger
+
+	mu  sync.Mutex
+	rnd *rand.Rand
+}
+
+// New validates the dependencies and returns a Notifier.
+func New(d Deps, cfg Config) (*Notifier, error) {
+	if d.JS == nil || d.Store == nil || d.Vendor == nil {
+		return nil, errors.New("notify: JS, Store and Vendor are required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Notifier{
+		d: d, cfg: cfg.WithDefaults(),
+		log: d.Logger.With().Str("component", "notifier").Logger(),
+		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}, nil
+}
+
+// ConsumerConfig is the durable consumer of final hand-offs.
+func (n *Notifier) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       stream.ConsumerNotifiers,
+		Description:   "notifiers: batches that ended -> results, retries, batch.completed",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       n.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+		FilterSubject: stream.SubjectFinal,
+	}
+}
+
+// Run consumes until ctx is done, then stops gracefully.
+func (n *Notifier) Run(ctx context.Context) error {
+	if err := stream.Ensure(ctx, n.d.JS, n.cfg.Streams, stream.Work, stream.Events, stream.DLQ); err != nil {
+		return err
+	}
+	finals, err := stream.EnsureConsumer(ctx, n.d.JS, stream.Work, n.ConsumerConfig())
+	if err != nil {
+		return err
+	}
+	n.log.Info().Int("concurrency", n.cfg.Concurrency).Int("max_retry_attempts", n.cfg.MaxRetryAttempts).
+		Int("webhook_urls", len(n.cfg.Webhooks.URLs)).Msg("notifier running")
+	opt := stream.ConsumeOptions{Concurrency: n.cfg.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: n.log}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Consume(gctx, finals, opt, n.handleFinal) })
+	for _, url := range n.cfg.Webhooks.URLs {
+		g.Go(func() error { return n.runWebhook(gctx, url) })
+	}
+	return g.Wait()
+}
+
+func (n *Notifier) handleFinal(ctx context.Context, m jetstream.Msg) {
+	var t stream.FinalTask
+	if err := json.Unmarshal(m.Data(), &t); err != nil || t.JobKey == "" {
+		n.log.Error().Err(err).Bytes("data", m.Data()).Msg("malformed final hand-off, dropped")
+		_ = m.Term()
+		return
+	}
+	stop := heartbeat(ctx, m, n.cfg.AckWait/3)
+	err := n.process(ctx, t)
+	stop()
+	if err != nil {
+		n.mu.Lock()
+		wait := time.Second + time.Duration(n.rnd.Int64N(int64(2*time.Second)))
+		n.mu.Unlock()
+		if !errors.Is(err, context.Canceled) {
+			n.log.Warn().Err(err).Str("idempotency_key", t.JobKey).Str("batch_id", t.BatchID).Msg("process final batch, will retry")
+		}
+		_ = m.NakWithDelay(wait)
+		return
+	}
+	if err := m.DoubleAck(ctx); err != nil {
+		n.log.Warn().Err(err).Str("idempotency_key", t.JobKey).Msg("ack final hand-off")
+	}
+}
+
+func heartbeat(ctx context.Context, m jetstream.Msg, every time.Duration) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+// process handles one ended attempt of a job.
+func (n *Notifier) process(ctx context.Context, t stream.FinalTask) error {
+	job, err := n.d.Store.Get(ctx, t.JobKey)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		n.log.Error().Str("idempotency_key", t.JobKey).Msg("final hand-off for an unknown job, dropped")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if job.Completed {
+		return nil
+	}
+	if !job.Final {
+		if a := job.Attempt(t.Key); a != nil && a.State == jobstore.AttemptSubmitted && a.BatchID == t.BatchID && t.BatchID != "" {
+			if job, err = n.collect(ctx, job, a.Key); err != nil {
+				return err
+			}
+		}
+		for _, a := range job.Attempts {
+			if a.State == jobstore.AttemptPending || a.State == jobstore.AttemptSubmitted {
+				return nil // another attempt is under way; its own hand-off decides
+			}
+		}
+		if job, err = n.decide(ctx, job); err != nil || !job.Final {
+			return err
+		}
+	}
+	return n.publishCompleted(ctx, job)
+}

@@ -1,0 +1,383 @@
+package notify
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/results"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// Synthetic per-request error codes for requests a batch ended without
+// running (no line in either file).
+const (
+	codeNotRun    = "batch_expired"   // retryable, as OpenAI's own code
+	codeCancelled = "batch_cancelled" // final: the job was cancelled
+	codeMissing   = "missing_result"  // the vendor returned no line for it
+)
+
+// loadMerged reads the job's merged results so far.
+func (n *Notifier) loadMerged(ctx context.Context, key string) (*results.Merged, error) {
+	data, err := n.d.Store.Results(ctx, key)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return results.NewMerged(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return results.ReadMerged(bytes.NewReader(data))
+}
+
+func (n *Notifier) saveMerged(ctx context.Context, key string, m *results.Merged) (int, error) {
+	var buf bytes.Buffer
+	if err := m.WriteJSONL(&buf); err != nil {
+		return 0, fmt.Errorf("encode merged results: %w", err)
+	}
+	if err := n.d.Store.PutResults(ctx, key, buf.Bytes()); err != nil {
+		return 0, err
+	}
+	return m.Len(), nil
+}
+
+// customIDs lists the custom_ids of a JSONL batch input.
+func customIDs(data []byte) ([]string, error) {
+	var ids []string
+	r := bufio.NewReader(bytes.NewReader(data))
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(b)) > 0 {
+			var l struct {
+				CustomID string `json:"custom_id"`
+			}
+			if jerr := json.Unmarshal(b, &l); jerr != nil || l.CustomID == "" {
+				return nil, fmt.Errorf("input line %d has no custom_id", line)
+			}
+			ids = append(ids, l.CustomID)
+		}
+		if err != nil {
+			return ids, nil
+		}
+	}
+}
+
+// attemptInput returns the JSONL input of an attempt: the stored copy, or
+// the vendor's input file.
+func (n *Notifier) attemptInput(ctx context.Context, a *jobstore.Attempt) ([]byte, error) {
+	if a.InputObject != "" {
+		return n.d.Store.Input(ctx, a.InputObject)
+	}
+	if a.InputFileID != "" {
+		return n.d.Vendor.ReadFile(ctx, a.InputFileID)
+	}
+	return nil, fmt.Errorf("attempt %q has no input", a.Key)
+}
+
+// collect downloads an ended batch's files, merges them into the job's
+// results and records the attempt final.
+func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (*jobstore.Job, error) {
+	a := job.Attempt(key)
+	b, err := n.d.Vendor.Get(ctx, a.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	if !contract.TerminalStatus(b.Status) {
+		return nil, fmt.Errorf("batch %s handed over in status %s", b.ID, b.Status)
+	}
+	merged, err := n.loadMerged(ctx, job.Key)
+	if err != nil {
+		return nil, err
+	}
+	input, err := n.attemptInput(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := customIDs(input)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, fid := range []string{b.OutputFileID, b.ErrorFileID} {
+		if fid == "" {
+			continue
+		}
+		data, err := n.d.Vendor.ReadFile(ctx, fid)
+		if err != nil {
+			return nil, err
+		}
+		if err := results.Scan(bytes.NewReader(data), func(l results.Line) error {
+			seen[l.CustomID] = true
+			merged.Add(a.N, l)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("parse file %s of batch %s: %w", fid, b.ID, err)
+		}
+	}
+	// Requests the batch ended without running.
+	missing := &results.LineError{Code: codeMissing, Message: "the vendor returned no result for this request"}
+	switch b.Status {
+	case contract.StatusExpired:
+		missing = &results.LineError{Code: codeNotRun, Message: "not run before the batch expired"}
+	case contract.StatusCancelled:
+		missing = &results.LineError{Code: codeCancelled, Message: "not run: the batch was cancelled"}
+		if a.TimedOut {
+			missing = &results.LineError{Code: codeTimedOut, Message: "not run before the hard timeout; the batch was cancelled to retry it"}
+		}
+	case contract.StatusFailed:
+		e := contract.Error{Code: contract.CodeBatchFailed, Message: "the vendor failed the batch"}
+		if len(b.Errors) > 0 {
+			e = b.Errors[0]
+		}
+		missing = &results.LineError{Code: e.Code, Message: e.Message}
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			merged.Add(a.N, results.Line{CustomID: id, Error: missing})
+		}
+	}
+	lines, err := n.saveMerged(ctx, job.Key, merged)
+	if err != nil {
+		return nil, err
+	}
+	now := n.d.Now().UTC()
+	job, err = n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		a := j.Attempt(key)
+		if a.State != jobstore.AttemptSubmitted {
+			return jobstore.ErrNoChange
+		}
+		a.State, a.Status, a.FinishedAt = jobstore.AttemptFinal, b.Status, now
+		a.OutputFileID, a.ErrorFileID, a.Counts = b.OutputFileID, b.ErrorFileID, b.Counts
+		if b.Status == contract.StatusFailed {
+			a.Error = &contract.Error{Code: missing.Code, Message: missing.Message}
+		}
+		if a.N == 0 && j.Total == 0 {
+			j.Total = len(ids)
+		}
+		j.Results = &contract.ResultsRef{Store: "jetstream-object-store", Bucket: jobstore.BucketResults, Object: j.Key, Lines: lines}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.d.Admitter != nil && a.Admitted {
+		if err := n.d.Admitter.Release(ctx, key); err != nil {
+			n.log.Warn().Err(err).Str("idempotency_key", key).Msg("release admission slot")
+		}
+	}
+	n.log.Info().Str("idempotency_key", key).Str("batch_id", b.ID).Str("status", b.Status).
+		Int("completed", b.Counts.Completed).Int("failed", b.Counts.Failed).Msg("batch results merged")
+	return job, nil
+}
+
+// decide starts a retry batch or records the job's outcome.
+func (n *Notifier) decide(ctx context.Context, job *jobstore.Job) (*jobstore.Job, error) {
+	last := job.Last()
+	if last.State == jobstore.AttemptAbandoned && last.N == 0 {
+		outcome := contract.OutcomeFailed
+		if job.CancelRequested {
+			outcome = contract.OutcomeCancelled
+		}
+		return n.finish(ctx, job, nil, outcome)
+	}
+	merged, err := n.loadMerged(ctx, job.Key)
+	if err != nil {
+		return nil, err
+	}
+	retryable := merged.Failed(true)
+	if len(retryable) > 0 && !job.CancelRequested && len(job.Attempts)-1 < n.cfg.MaxRetryAttempts &&
+		last.State == jobstore.AttemptFinal {
+		return job, n.startRetry(ctx, job, retryable)
+	}
+	completed, failed := merged.Counts()
+	outcome := contract.OutcomePartial
+	switch {
+	case job.CancelRequested:
+		outcome = contract.OutcomeCancelled
+	case failed == 0 && completed > 0:
+		outcome = contract.OutcomeSucceeded
+	case last.Status == contract.StatusExpired && len(retryable) > 0:
+		outcome = contract.OutcomeExpired
+	case completed == 0:
+		outcome = contract.OutcomeFailed
+	}
+	return n.finish(ctx, job, merged, outcome)
+}
+
+// startRetry records the next attempt (idempotently: its key is
+// deterministic) and hands it to the submitters.
+func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []string) error {
+	num := len(job.Attempts)
+	key := contract.RetryKey(job.Key, num)
+	input, err := n.attemptInput(ctx, &job.Attempts[0])
+	if err != nil {
+		return err
+	}
+	data, err := selectLines(input, ids)
+	if err != nil {
+		return err
+	}
+	if err := n.d.Store.PutInput(ctx, key, data); err != nil {
+		return err
+	}
+	delay := n.cfg.RetryBackoff << min(num-1, 16)
+	now := n.d.Now().UTC()
+	if _, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		if j.Attempt(key) != nil || len(j.Attempts) != num {
+			return jobstore.ErrNoChange
+		}
+		j.Attempts = append(j.Attempts, jobstore.Attempt{
+			N: num, Key: key, State: jobstore.AttemptPending, Count: len(ids), InputObject: key, NotBefore: now.Add(delay),
+		})
+		return nil
+	}); err != nil {
+		return err
+	}
+	if _, err := stream.Publish(ctx, n.d.JS, stream.SubjectSubmit, stream.SubmitTask{JobKey: job.Key, Key: key},
+		stream.WithMsgID(key+":submit")); err != nil {
+		return err
+	}
+	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: len(ids), Attempt: num, At: now}
+	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
+		return err
+	}
+	n.log.Info().Str("idempotency_key", key).Str("retry_of", job.Key).Int("failed_count", len(ids)).
+		Int("attempt", num).Dur("delay", delay).Msg("retry batch started")
+	return nil
+}
+
+// selectLines keeps the input lines whose custom_id is in ids.
+func selectLines(input []byte, ids []string) ([]byte, error) {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	var out bytes.Buffer
+	for _, line := range bytes.Split(input, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var l struct {
+			CustomID string `json:"custom_id"`
+		}
+		if err := json.Unmarshal(line, &l); err != nil {
+			return nil, fmt.Errorf("parse input line: %w", err)
+		}
+		if want[l.CustomID] {
+			out.Write(line)
+			out.WriteByte('\n')
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// finish records the job's outcome (compare-and-set; once).
+func (n *Notifier) finish(ctx context.Context, job *jobstore.Job, merged *results.Merged, outcome string) (*jobstore.Job, error) {
+	now := n.d.Now().UTC()
+	return n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		if j.Final {
+			return jobstore.ErrNoChange
+		}
+		j.Final, j.Outcome, j.FinishedAt = true, outcome, now
+		if merged != nil {
+			completed, failed := merged.Counts()
+			j.Counts = contract.Counts{Total: completed + failed, Completed: completed, Failed: failed}
+			u := merged.BilledUsage()
+			j.Usage = &contract.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
+			if cost, ok := n.cost(merged); ok {
+				j.CostUSD = &cost
+			}
+		} else {
+			j.Counts = contract.Counts{Total: j.Total, Failed: j.Total}
+		}
+		if outcome == contract.OutcomeFailed && j.Error == nil {
+			for _, a := range j.Attempts {
+				if a.Error != nil {
+					j.Error = a.Error
+					break
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (n *Notifier) cost(m *results.Merged) (float64, bool) {
+	total, known := 0.0, false
+	for model, u := range m.BilledUsageByModel() {
+		if c, ok := n.cfg.Prices.Cost(model, u); ok {
+			total += c
+			known = true
+		}
+	}
+	return total, known
+}
+
+// publishCompleted publishes the job's one batch.completed, marks it in the
+// record, then cleans up after the job.
+func (n *Notifier) publishCompleted(ctx context.Context, job *jobstore.Job) error {
+	ev := job.CompletedEvent()
+	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectCompleted, ev, stream.WithMsgID(contract.CompletedMsgID(job.Key))); err != nil {
+		return err
+	}
+	now := n.d.Now().UTC()
+	job, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		if j.Completed {
+			return jobstore.ErrNoChange
+		}
+		j.Completed, j.CompletedAt = true, now
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.log.Info().Str("idempotency_key", job.Key).Str("outcome", job.Outcome).Strs("batch_ids", ev.BatchIDs).
+		Int("completed", job.Counts.Completed).Int("failed", job.Counts.Failed).Msg("job completed")
+	n.hygiene(ctx, job)
+	return nil
+}
+
+// Audit is the batch.audit record of a finished job.
+type Audit struct {
+	IdempotencyKey string          `json:"idempotency_key"`
+	Outcome        string          `json:"outcome"`
+	BatchIDs       []string        `json:"batch_ids"`
+	Attempts       int             `json:"attempts"`
+	RequestCounts  contract.Counts `json:"request_counts"`
+	Usage          *contract.Usage `json:"usage,omitempty"`
+	CostUSD        *float64        `json:"cost_usd,omitempty"`
+	DurationMS     int64           `json:"duration_ms"`
+	CreatedAt      string          `json:"created_at"`
+	FinishedAt     string          `json:"finished_at"`
+}
+
+// hygiene publishes the audit record and deletes what the job no longer
+// needs: uploaded vendor input files and stored inputs. Failures are
+// logged, not retried: they cost storage, not correctness.
+func (n *Notifier) hygiene(ctx context.Context, job *jobstore.Job) {
+	audit := Audit{
+		IdempotencyKey: job.Key, Outcome: job.Outcome, BatchIDs: job.BatchIDs(), Attempts: len(job.Attempts),
+		RequestCounts: job.Counts, Usage: job.Usage, CostUSD: job.CostUSD,
+		DurationMS: job.FinishedAt.Sub(job.CreatedAt).Milliseconds(),
+		CreatedAt:  job.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00"), FinishedAt: job.FinishedAt.Format("2006-01-02T15:04:05.000Z07:00"),
+	}
+	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectAudit, audit, stream.WithMsgID(job.Key+":audit")); err != nil {
+		n.log.Warn().Err(err).Str("idempotency_key", job.Key).Msg("publish audit record")
+	}
+	for _, a := range job.Attempts {
+		if n.cfg.DeleteInputFiles && a.UploadedFile && a.InputFileID != "" {
+			if err := n.d.Vendor.DeleteFile(ctx, a.InputFileID); err != nil {
+				n.log.Warn().Err(err).Str("file_id", a.InputFileID).Msg("delete vendor input file")
+			}
+		}
+		if a.InputObject != "" {
+			if err := n.d.Store.DeleteInput(ctx, a.InputObject); err != nil {
+				n.log.Warn().Err(err).Str("object", a.InputObject).Msg("delete stored input")
+			}
+		}
+	}
+}

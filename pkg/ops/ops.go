@@ -1,0 +1,115 @@
+// Package ops holds the operator and producer tooling behind the
+// batchfleet command: publishing a job, awaiting its batch.completed,
+// fetching merged results and working the dead-letter streams.
+package ops
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// RequestFromJSONL builds a batch request from an OpenAI batch input file
+// (lines {"custom_id","method","url","body"}); the endpoint is the lines' url.
+func RequestFromJSONL(key string, r io.Reader, meta map[string]string) (contract.Request, error) {
+	req := contract.Request{IdempotencyKey: key, Metadata: meta}
+	br := bufio.NewReader(r)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 && string(line) != "\n" {
+			var l struct {
+				CustomID string          `json:"custom_id"`
+				URL      string          `json:"url"`
+				Body     json.RawMessage `json:"body"`
+			}
+			if jerr := json.Unmarshal(line, &l); jerr != nil {
+				return req, fmt.Errorf("line %d: %w", n, jerr)
+			}
+			if req.Endpoint == "" {
+				req.Endpoint = l.URL
+			} else if l.URL != req.Endpoint {
+				return req, fmt.Errorf("line %d: url %q differs from %q", n, l.URL, req.Endpoint)
+			}
+			req.Requests = append(req.Requests, contract.RequestItem{CustomID: l.CustomID, Body: l.Body})
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return req, err
+		}
+	}
+	if err := req.Validate(); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
+// Publish JetStream-publishes a request with its key as Nats-Msg-Id.
+func Publish(ctx context.Context, js jetstream.JetStream, req contract.Request) error {
+	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Requests); err != nil {
+		return err
+	}
+	_, err := stream.Publish(ctx, js, contract.SubjectRequests, req, stream.WithMsgID(req.IdempotencyKey))
+	return err
+}
+
+// WaitCompleted returns the batch.completed event of key, waiting for it
+// if it has not been published yet.
+func WaitCompleted(ctx context.Context, js jetstream.JetStream, key string) (contract.Completed, error) {
+	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Events); err != nil {
+		return contract.Completed{}, err
+	}
+	c, err := js.OrderedConsumer(ctx, stream.Events, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contract.SubjectCompleted},
+	})
+	if err != nil {
+		return contract.Completed{}, fmt.Errorf("watch %s: %w", contract.SubjectCompleted, err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return contract.Completed{}, err
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return contract.Completed{}, ctx.Err()
+			}
+			return contract.Completed{}, err
+		}
+		var ev contract.Completed
+		if json.Unmarshal(m.Data(), &ev) == nil && ev.IdempotencyKey == key {
+			return ev, nil
+		}
+	}
+}
+
+// Results returns the merged results (JSONL) of a job.
+func Results(ctx context.Context, js jetstream.JetStream, key string) ([]byte, error) {
+	st, err := jobstore.Open(ctx, js, jobstore.Settings{})
+	if err != nil {
+		return nil, err
+	}
+	return st.Results(ctx, key)
+}
+
+// Job returns a job's durable record.
+func Job(ctx context.Context, js jetstream.JetStream, key string) (*jobstore.Job, error) {
+	st, err := jobstore.Open(ctx, js, jobstore.Settings{})
+	if err != nil {
+		return nil, err
+	}
+	return st.Get(ctx, key)
+}

@@ -1,0 +1,349 @@
+package poll
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// vendor is the part of the vendor API a poller uses.
+type vendor interface {
+	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+}
+
+type limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Deps are a poller's live collaborators; Limiter is optional.
+type Deps struct {
+	JS      jetstream.JetStream
+	Store   *jobstore.Store
+	Vendor  vendor
+	Limiter limiter
+	Logger  zerolog.Logger
+	Now     func() time.Time
+}
+
+// Config tunes a poller; zero values take the defaults.
+type Config struct {
+	// InitialInterval is POLL_INITIAL_INTERVAL. Defaults to 5s.
+	InitialInterval time.Duration
+	// MaxInterval is POLL_MAX_INTERVAL. Defaults to 5m.
+	MaxInterval time.Duration
+	// Lease is POLL_LEASE, the ack wait of a claim. Defaults to 15s.
+	Lease time.Duration
+	// Concurrency is POLL_CONCURRENCY. Defaults to 32.
+	Concurrency int
+	// ProgressEvery throttles batch.progress per batch (PROGRESS_INTERVAL). Defaults to 10s.
+	ProgressEvery time.Duration
+	// Jitter is the +-fraction applied to poll delays. Defaults to 0.2.
+	Jitter float64
+	// SoftTimeout, HardTimeout and TimeoutAction: the TimeoutManager.
+	SoftTimeout   time.Duration
+	HardTimeout   time.Duration
+	TimeoutAction string
+	StopTimeout   time.Duration
+	Streams       stream.Settings
+}
+
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
+	c.InitialInterval = cmp.Or(c.InitialInterval, 5*time.Second)
+	c.MaxInterval = cmp.Or(c.MaxInterval, 5*time.Minute)
+	c.Lease = cmp.Or(c.Lease, 15*time.Second)
+	c.Concurrency = cmp.Or(c.Concurrency, 32)
+	c.ProgressEvery = cmp.Or(c.ProgressEvery, 10*time.Second)
+	c.Jitter = cmp.Or(c.Jitter, 0.2)
+	c.SoftTimeout = cmp.Or(c.SoftTimeout, 12*time.Hour)
+	c.HardTimeout = cmp.Or(c.HardTimeout, 23*time.Hour)
+	c.TimeoutAction = cmp.Or(c.TimeoutAction, "alert")
+	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
+	return c
+}
+
+// Poller polls the batches it holds claims on.
+type Poller struct {
+	d   Deps
+	cfg Config
+	log zerolog.Logger
+
+	mu  sync.Mutex
+	rnd *rand.Rand
+}
+
+// New validates the dependencies and returns a Poller.
+func New(d Deps, cfg Config) (*Poller, error) {
+	if d.JS == nil || d.Store == nil || d.Vendor == nil {
+		return nil, errors.New("poll: JS, Store and Vendor are required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Poller{
+		d: d, cfg: cfg.WithDefaults(),
+		log: d.Logger.With().Str("component", "poller").Logger(),
+		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}, nil
+}
+
+// ConsumerConfig is the durable consumer of poll claims.
+func (p *Poller) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       stream.ConsumerPollers,
+		Description:   "pollers: one message per active vendor batch; an unacked delivery is the claim",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.cfg.Lease,
+		MaxDeliver:    -1,
+		MaxAckPending: -1, // every active batch is pending (naked with a delay) between polls
+		FilterSubject: stream.SubjectPoll,
+	}
+}
+
+// CancelConsumerConfig is the durable consumer of batch.cancel.
+func (p *Poller) CancelConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       stream.ConsumerCancels,
+		Description:   "pollers: cancellation requests",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       60 * time.Second,
+		MaxDeliver:    -1,
+		FilterSubject: contract.SubjectCancel,
+	}
+}
+
+// Run polls until ctx is done, then stops gracefully.
+func (p *Poller) Run(ctx context.Context) error {
+	if err := stream.Ensure(ctx, p.d.JS, p.cfg.Streams, stream.Work, stream.Events, stream.Cancels); err != nil {
+		return err
+	}
+	claims, err := stream.EnsureConsumer(ctx, p.d.JS, stream.Work, p.ConsumerConfig())
+	if err != nil {
+		return err
+	}
+	cancels, err := stream.EnsureConsumer(ctx, p.d.JS, stream.Cancels, p.CancelConsumerConfig())
+	if err != nil {
+		return err
+	}
+	p.log.Info().Int("concurrency", p.cfg.Concurrency).Dur("lease", p.cfg.Lease).Msg("poller running")
+	opt := stream.ConsumeOptions{Concurrency: p.cfg.Concurrency, StopTimeout: p.cfg.StopTimeout, Logger: p.log}
+	copt := opt
+	copt.Concurrency = 2
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Consume(gctx, claims, opt, p.handleClaim) })
+	g.Go(func() error { return stream.Consume(gctx, cancels, copt, p.handleCancel) })
+	return g.Wait()
+}
+
+// Delay returns the wait before the next poll: initial * 2^n (n = polls
+// since the last change), capped, jittered, and initial while finalizing.
+func (p *Poller) Delay(status string, pollsSinceChange int) time.Duration {
+	d := p.cfg.InitialInterval
+	if status != contract.StatusFinalizing && pollsSinceChange > 0 {
+		f := float64(p.cfg.InitialInterval) * math.Pow(2, float64(min(pollsSinceChange, 40)))
+		d = time.Duration(min(f, float64(p.cfg.MaxInterval)))
+	}
+	p.mu.Lock()
+	j := 1 + p.cfg.Jitter*(2*p.rnd.Float64()-1)
+	p.mu.Unlock()
+	return min(time.Duration(float64(d)*j), p.cfg.MaxInterval)
+}
+
+func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
+	var t stream.PollTask
+	if err := json.Unmarshal(m.Data(), &t); err != nil || t.BatchID == "" {
+		p.log.Error().Err(err).Bytes("data", m.Data()).Msg("malformed poll claim, dropped")
+		_ = m.Term()
+		return
+	}
+	next, err := p.pollOnce(ctx, m, t)
+	log := p.log.With().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Logger()
+	switch {
+	case err != nil:
+		if !errors.Is(err, context.Canceled) {
+			log.Warn().Err(err).Dur("retry_in", next).Msg("poll failed")
+		}
+		_ = m.NakWithDelay(max(next, p.cfg.InitialInterval))
+	case next < 0:
+		if err := m.DoubleAck(ctx); err != nil {
+			log.Warn().Err(err).Msg("ack final claim")
+		}
+	default:
+		if err := m.NakWithDelay(next); err != nil {
+			log.Warn().Err(err).Msg("reschedule poll")
+		}
+	}
+}
+
+// pollOnce polls the batch once and returns the delay before the next poll,
+// or -1 once the batch is final and handed to the notifiers.
+func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTask) (time.Duration, error) {
+	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		st = &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}
+	} else if err != nil {
+		return 0, err
+	}
+	if st.Final {
+		return -1, p.handOff(ctx, t)
+	}
+	if p.d.Limiter != nil {
+		_ = m.InProgress()
+		if err := p.d.Limiter.Wait(ctx); err != nil {
+			return 0, err
+		}
+	}
+	_ = m.InProgress() // a full lease for the GET
+	b, err := p.d.Vendor.Get(ctx, t.BatchID)
+	if err != nil {
+		if ve, ok := batchapi.AsError(err); ok {
+			return max(ve.RetryAfter, p.Delay("", 1)), err
+		}
+		return p.cfg.InitialInterval, err
+	}
+	md, _ := m.Metadata()
+	delivered := 1
+	if md != nil {
+		delivered = int(md.NumDelivered)
+	}
+	changed, err := p.observe(ctx, st, t, b, delivered)
+	if err != nil {
+		return p.cfg.InitialInterval, err
+	}
+	if contract.TerminalStatus(b.Status) {
+		if err := p.handOff(ctx, t); err != nil {
+			return p.cfg.InitialInterval, err
+		}
+		st.Final = true
+		if err := p.d.Store.PutPoll(ctx, st); err != nil {
+			p.log.Warn().Err(err).Str("batch_id", t.BatchID).Msg("mark poll state final")
+		}
+		return -1, nil
+	}
+	if err := p.checkTimeouts(ctx, st, t, b); err != nil {
+		return p.cfg.InitialInterval, err
+	}
+	since := max(delivered-st.PollsSince, 0)
+	if changed {
+		since = 0
+	}
+	return p.Delay(b.Status, since), nil
+}
+
+// observe publishes what changed since the last poll and records it.
+// PollsSince stores the delivery count at the last change, so an unchanged
+// poll writes nothing.
+func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTask, b batchapi.Batch, delivered int) (bool, error) {
+	now := p.d.Now().UTC()
+	jobKey, _ := contract.SplitRetryKey(t.Key)
+	retryOf := ""
+	if jobKey != t.Key {
+		retryOf = jobKey
+	}
+	statusMoved := b.Status != st.Status
+	countsMoved := b.Counts != st.Counts
+	if !statusMoved && !countsMoved {
+		return false, nil
+	}
+	if statusMoved {
+		ev := contract.State{IdempotencyKey: t.Key, RetryOf: retryOf, BatchID: t.BatchID, From: st.Status, To: b.Status, RequestCounts: b.Counts, At: now}
+		if _, err := stream.Publish(ctx, p.d.JS, contract.StateSubject(b.Status), ev, stream.WithMsgID(contract.StateMsgID(t.BatchID, b.Status))); err != nil {
+			return false, err
+		}
+		p.log.Info().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Str("from", st.Status).Str("to", b.Status).
+			Int("completed", b.Counts.Completed).Int("total", b.Counts.Total).Msg("state change")
+	} else if now.Sub(st.ProgressAt) >= p.cfg.ProgressEvery {
+		ev := contract.Progress{IdempotencyKey: t.Key, BatchID: t.BatchID, Status: b.Status, RequestCounts: b.Counts, At: now}
+		id := t.BatchID + ":progress:" + itoa(b.Counts.Completed) + ":" + itoa(b.Counts.Failed)
+		if _, err := stream.Publish(ctx, p.d.JS, contract.SubjectProgress, ev, stream.WithMsgID(id)); err != nil {
+			return false, err
+		}
+		st.ProgressAt = now
+	}
+	st.Status, st.Counts, st.ChangedAt, st.PollsSince = b.Status, b.Counts, now, delivered
+	if err := p.d.Store.PutPoll(ctx, st); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func (p *Poller) handOff(ctx context.Context, t stream.PollTask) error {
+	_, err := stream.Publish(ctx, p.d.JS, stream.SubjectFinal,
+		stream.FinalTask{JobKey: t.JobKey, Key: t.Key, BatchID: t.BatchID}, stream.WithMsgID(t.BatchID+":final"))
+	return err
+}
+
+// checkTimeouts is the TimeoutManager: a batch older than SoftTimeout gets
+// one warning event; older than HardTimeout, one warning and the configured
+// action (cancel: cancel the batch, the job ends with what finished; alert:
+// nothing more; retry: cancel it and let the notifiers retry the unrun
+// requests as a new batch).
+func (p *Poller) checkTimeouts(ctx context.Context, st *jobstore.Poll, t stream.PollTask, b batchapi.Batch) error {
+	if b.CreatedAt.IsZero() || b.Status == contract.StatusCancelling {
+		return nil
+	}
+	now := p.d.Now().UTC()
+	age := now.Sub(b.CreatedAt)
+	kind, action := "", ""
+	switch {
+	case age >= p.cfg.HardTimeout && st.HardActionAt.IsZero():
+		kind, action = contract.WarningHardTimeout, p.cfg.TimeoutAction
+	case age >= p.cfg.SoftTimeout && st.SoftWarnedAt.IsZero() && age < p.cfg.HardTimeout:
+		kind = contract.WarningSoftTimeout
+	default:
+		return nil
+	}
+	ev := contract.Warning{IdempotencyKey: t.Key, BatchID: t.BatchID, Kind: kind, Action: action, Status: b.Status,
+		RequestCounts: b.Counts, AgeSeconds: age.Seconds(), At: now}
+	if _, err := stream.Publish(ctx, p.d.JS, contract.SubjectWarning, ev, stream.WithMsgID(t.BatchID+":"+kind)); err != nil {
+		return err
+	}
+	log := p.log.With().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Dur("age", age).Logger()
+	if kind == contract.WarningSoftTimeout {
+		log.Warn().Msg("batch past its soft timeout")
+		st.SoftWarnedAt = now
+		return p.d.Store.PutPoll(ctx, st)
+	}
+	log.Error().Str("action", action).Msg("batch past its hard timeout")
+	if action == "retry" {
+		if _, err := p.d.Store.Mutate(ctx, t.JobKey, func(j *jobstore.Job) error {
+			a := j.Attempt(t.Key)
+			if a == nil || a.TimedOut {
+				return jobstore.ErrNoChange
+			}
+			a.TimedOut = true
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if action == "cancel" || action == "retry" {
+		if _, err := p.d.Vendor.Cancel(ctx, t.BatchID); err != nil {
+			if ve, ok := batchapi.AsError(err); !ok || ve.Retryable() {
+				return err
+			}
+		}
+	}
+	st.HardActionAt = now
+	return p.d.Store.PutPoll(ctx, st)
+}

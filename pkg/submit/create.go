@@ -1,0 +1,373 @@
+package submit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lock"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// reconcileSlack widens the vendor search window for clock skew between
+// the fleet and the vendor.
+const reconcileSlack = 5 * time.Minute
+
+// errFenced: the job record changed under us (another submitter, a cancel):
+// stop before the next side effect and look again.
+var errFenced = errors.New("submit: job record changed concurrently")
+
+// submit drives the attempt with vendor key of job jobKey to a vendor
+// batch. req is the original request (nil for retry batches, whose input is
+// in the object store).
+func (s *Submitter) submit(ctx context.Context, jobKey, key string, req *contract.Request) (verdict, error) {
+	log := s.log.With().Str("idempotency_key", key).Logger()
+	job, err := s.d.Store.Get(ctx, jobKey)
+	if err != nil {
+		return verdict{}, err
+	}
+	if v, stop, err := s.answerFromRecord(ctx, job, key, log); stop || err != nil {
+		return v, err
+	}
+	lk, err := s.d.Locker.Acquire(ctx, key, s.cfg.LockTTL)
+	if err != nil {
+		var held *lock.HeldError
+		if errors.As(err, &held) {
+			log.Debug().Dur("ttl", held.TTL).Msg("key locked by another submitter, later")
+			return later(min(held.TTL, s.cfg.LockTTL)), nil
+		}
+		return verdict{}, fmt.Errorf("lock %q: %w", key, err)
+	}
+	lk.KeepAlive(ctx)
+	defer func() {
+		if err := lk.Release(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, lock.ErrLockLost) {
+			log.Warn().Err(err).Msg("release lock")
+		}
+	}()
+	// Look again under the lock: the previous holder may have finished.
+	if job, err = s.d.Store.Get(ctx, jobKey); err != nil {
+		return verdict{}, err
+	}
+	if v, stop, err := s.answerFromRecord(ctx, job, key, log); stop || err != nil {
+		return v, err
+	}
+	v, err := s.createOnce(ctx, job, key, req, lk, log)
+	if errors.Is(err, errFenced) || errors.Is(err, lock.ErrLockLost) {
+		log.Warn().Err(err).Msg("lost the key to a concurrent change, looking again")
+		return later(s.backoff(0)), nil
+	}
+	return v, err
+}
+
+// answerFromRecord settles messages whose attempt needs no vendor call:
+// already submitted, final, abandoned, cancelled or not yet due.
+func (s *Submitter) answerFromRecord(ctx context.Context, job *jobstore.Job, key string, log zerolog.Logger) (verdict, bool, error) {
+	a := job.Attempt(key)
+	switch {
+	case job.Final:
+		log.Info().Msg("key already final: answered from its record, no new batch")
+		return done, true, nil
+	case a == nil:
+		log.Error().Msg("no attempt recorded for this key, dropped")
+		return done, true, nil
+	case a.State == jobstore.AttemptSubmitted:
+		// Submitted earlier (a redelivery, or a crash before the ack): make
+		// sure the pollers have it; the message id makes this a no-op.
+		if err := s.handOffPoll(ctx, job, a); err != nil {
+			return verdict{}, true, err
+		}
+		log.Info().Str("batch_id", a.BatchID).Msg("key already submitted: no new batch")
+		return done, true, nil
+	case a.State == jobstore.AttemptFinal || a.State == jobstore.AttemptAbandoned:
+		return done, true, nil
+	case job.CancelRequested:
+		return s.abandon(ctx, job.Key, key, contract.Errorf(contract.CodeCancelled, "cancelled before submission"), log)
+	}
+	if wait := a.NotBefore.Sub(s.d.Now()); wait > 0 {
+		return later(wait), true, nil
+	}
+	return verdict{}, false, nil
+}
+
+func (s *Submitter) handOffPoll(ctx context.Context, job *jobstore.Job, a *jobstore.Attempt) error {
+	return s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll")
+}
+
+// abandon ends an attempt without a vendor batch and hands the job to the
+// notifiers, which publish its outcome.
+func (s *Submitter) abandon(ctx context.Context, jobKey, key string, cause *contract.Error, log zerolog.Logger) (verdict, bool, error) {
+	_, err := s.d.Store.Mutate(ctx, jobKey, func(j *jobstore.Job) error {
+		a := j.Attempt(key)
+		if a == nil || a.State != jobstore.AttemptPending {
+			return jobstore.ErrNoChange
+		}
+		a.State, a.Error, a.FinishedAt = jobstore.AttemptAbandoned, cause, s.d.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return verdict{}, true, err
+	}
+	if s.d.Admitter != nil {
+		if err := s.d.Admitter.Release(ctx, key); err != nil {
+			return verdict{}, true, err
+		}
+	}
+	if err := s.handOff(ctx, stream.FinalTask{JobKey: jobKey, Key: key}, key+":final"); err != nil {
+		return verdict{}, true, err
+	}
+	log.Warn().Str("code", cause.Code).Str("error", cause.Message).Msg("attempt abandoned without a vendor batch")
+	return done, true, nil
+}
+
+// mutateAttempt applies fn to the attempt under compare-and-set. If the
+// attempt is no longer pending, or the revision moved since rev (someone
+// else acted), it returns errFenced.
+func (s *Submitter) mutateAttempt(ctx context.Context, job *jobstore.Job, key string, fn func(*jobstore.Job, *jobstore.Attempt)) error {
+	a := job.Attempt(key)
+	if a == nil || a.State != jobstore.AttemptPending {
+		return errFenced
+	}
+	fn(job, a)
+	err := s.d.Store.Update(ctx, job)
+	if errors.Is(err, jobstore.ErrConflict) {
+		return errFenced
+	}
+	return err
+}
+
+// createOnce does, under the lock, what the record says is left: reconcile
+// an unknown earlier create, upload the input, create the batch, record it.
+func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key string, req *contract.Request, lk *lock.Lock, log zerolog.Logger) (verdict, error) {
+	a := job.Attempt(key)
+	now := s.d.Now()
+	if !a.CreateStartedAt.IsZero() {
+		found, err := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
+		if err != nil {
+			return s.vendorError(ctx, job, key, err, log)
+		}
+		if found != nil {
+			log.Warn().Str("batch_id", found.ID).Msg("adopted the vendor batch of an earlier attempt whose outcome was unknown")
+			return s.recordCreated(ctx, job, key, *found, log)
+		}
+		if settle := a.CreateStartedAt.Add(s.cfg.CallTimeout + time.Second).Sub(now); settle > 0 {
+			// An earlier create may still be in flight: wait out its deadline.
+			log.Info().Dur("wait", settle).Msg("earlier create still within its deadline, waiting before searching again")
+			return later(settle), nil
+		}
+		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.CreateStartedAt = time.Time{} }); err != nil {
+			return verdict{}, err
+		}
+		a = job.Attempt(key)
+	}
+	if a.InputFileID == "" {
+		if err := s.upload(ctx, job, key, req, lk); err != nil {
+			if _, ok := batchapi.AsError(err); ok {
+				return s.vendorError(ctx, job, key, err, log)
+			}
+			return verdict{}, err
+		}
+		a = job.Attempt(key)
+	}
+	if s.d.Admitter != nil && !a.Admitted {
+		ok, wait, err := s.d.Admitter.Admit(ctx, key, a.Model, a.EstTokens)
+		if err != nil {
+			return verdict{}, fmt.Errorf("admission: %w", err)
+		}
+		if !ok {
+			log.Info().Dur("wait", wait).Str("model", a.Model).Int64("est_tokens", a.EstTokens).
+				Msg("admission: active batch cap or token budget reached, waiting in the stream")
+			return later(wait), nil
+		}
+		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.Admitted = true }); err != nil {
+			return verdict{}, err
+		}
+	}
+	if s.d.Limiter != nil {
+		if err := s.d.Limiter.Wait(ctx); err != nil {
+			return verdict{}, fmt.Errorf("create rate limit: %w", err)
+		}
+	}
+	// The fence: the lock must still be ours and the record unchanged.
+	if _, err := lk.Check(ctx); err != nil {
+		return verdict{}, err
+	}
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.CreateStartedAt = s.d.Now().UTC() }); err != nil {
+		return verdict{}, err
+	}
+	a = job.Attempt(key)
+	meta := map[string]string{}
+	for k, v := range job.Metadata {
+		meta[k] = v
+	}
+	meta[contract.MetaIdempotencyKey] = key
+	if a.N > 0 {
+		meta[contract.MetaRetryOf] = job.Key
+	}
+	b, err := s.d.Vendor.Create(ctx, batchapi.CreateParams{
+		InputFileID: a.InputFileID, Endpoint: job.Endpoint, CompletionWindow: job.CompletionWindow, Metadata: meta,
+	})
+	if err != nil {
+		return s.vendorError(ctx, job, key, err, log)
+	}
+	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
+	return s.recordCreated(ctx, job, key, b, log)
+}
+
+// upload stores the attempt's input (for retries) and uploads it to the
+// vendor, recording the file id.
+func (s *Submitter) upload(ctx context.Context, job *jobstore.Job, key string, req *contract.Request, lk *lock.Lock) error {
+	a := job.Attempt(key)
+	var data []byte
+	var err error
+	switch {
+	case a.InputObject != "":
+		data, err = s.d.Store.Input(ctx, a.InputObject)
+	case req != nil && len(req.Requests) > 0:
+		if data, err = req.JSONL(); err == nil {
+			err = s.d.Store.PutInput(ctx, key, data)
+		}
+	default:
+		return fmt.Errorf("attempt %q has neither an input file nor stored input", key)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := lk.Check(ctx); err != nil {
+		return err
+	}
+	fileID, err := s.d.Vendor.Upload(ctx, key+".jsonl", data)
+	if err != nil {
+		return err
+	}
+	model, tokens := estimate(data)
+	return s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
+		a.InputFileID, a.UploadedFile = fileID, true
+		a.Model, a.EstTokens = model, tokens
+		if a.InputObject == "" {
+			a.InputObject = key
+		}
+	})
+}
+
+// recordCreated records the vendor batch and hands it to the pollers.
+func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key string, b batchapi.Batch, log zerolog.Logger) (verdict, error) {
+	rec, err := s.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		a := j.Attempt(key)
+		if a == nil {
+			return fmt.Errorf("attempt %q vanished", key)
+		}
+		if a.BatchID != "" {
+			if a.BatchID != b.ID {
+				return fmt.Errorf("attempt %q already has batch %s, vendor returned %s", key, a.BatchID, b.ID)
+			}
+			return jobstore.ErrNoChange
+		}
+		a.BatchID, a.Status, a.State = b.ID, b.Status, jobstore.AttemptSubmitted
+		a.SubmittedAt = s.d.Now().UTC()
+		if a.InputFileID == "" {
+			a.InputFileID = b.InputFileID
+		}
+		return nil
+	})
+	if err != nil {
+		return verdict{}, err
+	}
+	a := rec.Attempt(key)
+	if err := s.handOffPoll(ctx, rec, a); err != nil {
+		return verdict{}, err
+	}
+	if rec.CancelRequested {
+		// A cancel arrived while the batch was being created: honour it.
+		if _, err := s.d.Vendor.Cancel(ctx, b.ID); err != nil {
+			log.Warn().Err(err).Str("batch_id", b.ID).Msg("cancel batch created during cancellation (the pollers retry)")
+		}
+	}
+	return done, nil
+}
+
+// vendorError turns a classified vendor error into a verdict: retry later
+// (honouring Retry-After), or end the attempt when it cannot succeed.
+func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key string, err error, log zerolog.Logger) (verdict, error) {
+	ve, ok := batchapi.AsError(err)
+	if !ok {
+		return verdict{}, err
+	}
+	a := job.Attempt(key)
+	if ve.Ambiguous() && !a.CreateStartedAt.IsZero() {
+		// The create may have landed: look for it at once.
+		found, ferr := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
+		if ferr == nil && found != nil {
+			log.Warn().Err(err).Str("batch_id", found.ID).Msg("create answered with an error but the batch exists: adopted")
+			return s.recordCreated(ctx, job, key, *found, log)
+		}
+	}
+	tries := a.SubmitErrors + 1
+	exhausted := tries >= s.cfg.MaxTries
+	if !ve.Retryable() || exhausted {
+		if ve.Ambiguous() && !a.CreateStartedAt.IsZero() &&
+			s.d.Now().Before(a.CreateStartedAt.Add(s.cfg.CallTimeout+time.Second)) {
+			// Cannot give up while a create may still land; look again later.
+			return later(a.CreateStartedAt.Add(s.cfg.CallTimeout + time.Second).Sub(s.d.Now())), nil
+		}
+		code := contract.CodeVendorRejected
+		if ve.Retryable() {
+			code = contract.CodeSubmitFailed
+		}
+		ce := contract.Errorf(code, "%s after %d tries: %s", ve.Op, tries, ve.Error())
+		v, _, err := s.abandon(ctx, job.Key, key, ce, log)
+		return v, err
+	}
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
+		a.SubmitErrors = tries
+		if !ve.Ambiguous() {
+			// The vendor said no: nothing was created.
+			a.CreateStartedAt = time.Time{}
+		}
+	}); err != nil {
+		return verdict{}, err
+	}
+	wait := max(ve.RetryAfter, s.backoff(tries-1))
+	log.Warn().Err(err).Int("tries", tries).Dur("wait", wait).Msg("vendor error, will retry")
+	return later(wait), nil
+}
+
+// estimate returns the model of a JSONL batch input and an estimate of its
+// input tokens (about 4 bytes of request body per token), for the
+// per-model enqueued token budget.
+func estimate(data []byte) (string, int64) {
+	model := ""
+	var bodyBytes int64
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		var l struct {
+			Body json.RawMessage `json:"body"`
+		}
+		if json.Unmarshal(line, &l) != nil {
+			continue
+		}
+		bodyBytes += int64(len(l.Body))
+		if model == "" {
+			var b struct {
+				Model string `json:"model"`
+			}
+			_ = json.Unmarshal(l.Body, &b)
+			model = b.Model
+		}
+	}
+	return model, (bodyBytes + 3) / 4
+}

@@ -1,0 +1,318 @@
+package submit
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/backoff"
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lock"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// vendor is the part of the vendor API a submitter uses.
+type vendor interface {
+	Upload(ctx context.Context, name string, data []byte) (string, error)
+	Create(ctx context.Context, p batchapi.CreateParams) (batchapi.Batch, error)
+	FindByKey(ctx context.Context, key string, since time.Time) (*batchapi.Batch, error)
+	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+}
+
+// locker takes the per-key Redis lock.
+type locker interface {
+	Acquire(ctx context.Context, key string, ttl time.Duration) (*lock.Lock, error)
+}
+
+// limiter paces vendor creates fleet-wide.
+type limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Admitter caps the vendor batches active at once across the fleet and
+// the enqueued tokens per model. Admit returns false (and how long to wait)
+// when a cap is reached; it is idempotent per key. nil admits everything.
+type Admitter interface {
+	Admit(ctx context.Context, key, model string, tokens int64) (bool, time.Duration, error)
+	Release(ctx context.Context, key string) error
+}
+
+// Deps are a submitter's live collaborators; all but Limiter and Admitter are required.
+type Deps struct {
+	JS       jetstream.JetStream
+	Store    *jobstore.Store
+	Vendor   vendor
+	Locker   locker
+	Limiter  limiter
+	Admitter Admitter
+	Logger   zerolog.Logger
+	Now      func() time.Time
+}
+
+// Config tunes a submitter; zero values take the defaults.
+type Config struct {
+	// Concurrency is the number of submissions in flight (SUBMIT_CONCURRENCY). Defaults to 8.
+	Concurrency int
+	// LockTTL is the Redis lock lease (SUBMIT_LOCK_TTL). Defaults to 30s.
+	LockTTL time.Duration
+	// CallTimeout is the vendor call bound (VENDOR_CALL_TIMEOUT); a create
+	// whose outcome is unknown may land until it has passed. Defaults to 30s.
+	CallTimeout time.Duration
+	// MaxTries bounds failed tries before a job ends failed (SUBMIT_MAX_TRIES). Defaults to 8.
+	MaxTries int
+	// Backoff spaces tries after vendor errors. Defaults to 1s..2m.
+	Backoff backoff.Policy
+	// StopTimeout bounds a graceful stop (STOP_TIMEOUT). Defaults to 8s.
+	StopTimeout time.Duration
+	// AckWait of the consumers; the submitter heartbeats within it. Defaults to 60s.
+	AckWait time.Duration
+	Streams stream.Settings
+}
+
+// WithDefaults fills zero fields.
+func (c Config) WithDefaults() Config {
+	c.Concurrency = cmp.Or(c.Concurrency, 8)
+	c.LockTTL = cmp.Or(c.LockTTL, 30*time.Second)
+	c.CallTimeout = cmp.Or(c.CallTimeout, 30*time.Second)
+	c.MaxTries = cmp.Or(c.MaxTries, 8)
+	if c.Backoff.Initial == 0 {
+		c.Backoff = backoff.Policy{Initial: time.Second, Max: 2 * time.Minute}
+	}
+	c.Backoff = c.Backoff.WithDefaults()
+	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	return c
+}
+
+// Submitter turns requests into vendor batches.
+type Submitter struct {
+	d   Deps
+	cfg Config
+	log zerolog.Logger
+
+	mu  sync.Mutex
+	rnd *rand.Rand
+}
+
+// New validates the dependencies and returns a Submitter.
+func New(d Deps, cfg Config) (*Submitter, error) {
+	if d.JS == nil || d.Store == nil || d.Vendor == nil || d.Locker == nil {
+		return nil, errors.New("submit: JS, Store, Vendor and Locker are required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Submitter{
+		d: d, cfg: cfg.WithDefaults(),
+		log: d.Logger.With().Str("component", "submitter").Logger(),
+		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}, nil
+}
+
+// ConsumerConfig is the durable consumer of batch.requests.
+func (s *Submitter) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       stream.ConsumerSubmitters,
+		Description:   "submitters: batch requests -> vendor batches",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.cfg.AckWait,
+		MaxDeliver:    -1, // never dropped: poison messages are dead-lettered by the handler
+		MaxAckPending: 10000,
+		FilterSubject: contract.SubjectRequests,
+	}
+}
+
+// RetryConsumerConfig is the durable consumer of retry submissions.
+func (s *Submitter) RetryConsumerConfig() jetstream.ConsumerConfig {
+	c := s.ConsumerConfig()
+	c.Durable = stream.ConsumerRetrySubmitters
+	c.Description = "submitters: retry batches from the notifiers"
+	c.FilterSubject = stream.SubjectSubmit
+	return c
+}
+
+// Run consumes until ctx is done, then stops gracefully.
+func (s *Submitter) Run(ctx context.Context) error {
+	if err := stream.Ensure(ctx, s.d.JS, s.cfg.Streams, stream.Requests, stream.Work, stream.Events, stream.DLQ); err != nil {
+		return err
+	}
+	reqs, err := stream.EnsureConsumer(ctx, s.d.JS, stream.Requests, s.ConsumerConfig())
+	if err != nil {
+		return err
+	}
+	retries, err := stream.EnsureConsumer(ctx, s.d.JS, stream.Work, s.RetryConsumerConfig())
+	if err != nil {
+		return err
+	}
+	s.log.Info().Int("concurrency", s.cfg.Concurrency).Msg("submitter running")
+	opt := stream.ConsumeOptions{Concurrency: s.cfg.Concurrency, StopTimeout: s.cfg.StopTimeout, Logger: s.log}
+	ropt := opt
+	ropt.Concurrency = max(1, s.cfg.Concurrency/2)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Consume(gctx, reqs, opt, s.handleRequest) })
+	g.Go(func() error { return stream.Consume(gctx, retries, ropt, s.handleRetry) })
+	return g.Wait()
+}
+
+// verdict is what to do with a message.
+type verdict struct {
+	ack   bool
+	delay time.Duration
+}
+
+var done = verdict{ack: true}
+
+func later(d time.Duration) verdict { return verdict{delay: max(d, 100*time.Millisecond)} }
+
+func (s *Submitter) settle(m jetstream.Msg, v verdict, key string) {
+	var err error
+	if v.ack {
+		err = m.DoubleAck(context.Background())
+	} else {
+		err = m.NakWithDelay(v.delay)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Str("idempotency_key", key).Msg("settle message")
+	}
+}
+
+// heartbeat keeps m's ack wait from running out while work goes on.
+func (s *Submitter) heartbeat(ctx context.Context, m jetstream.Msg) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(s.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
+	stop := s.heartbeat(ctx, m)
+	defer stop()
+	req, key, err := contract.Decode(m.Data())
+	if err != nil {
+		var ce *contract.Error
+		if !errors.As(err, &ce) {
+			ce = contract.Errorf(contract.CodeInvalidJSON, "%v", err)
+		}
+		s.settle(m, s.reject(ctx, m, key, ce), key)
+		return
+	}
+	v, err := s.accept(ctx, &req)
+	if err == nil {
+		v, err = s.submit(ctx, req.IdempotencyKey, req.IdempotencyKey, &req)
+	}
+	if err != nil {
+		v = s.failure(req.IdempotencyKey, err)
+	}
+	s.settle(m, v, req.IdempotencyKey)
+}
+
+func (s *Submitter) handleRetry(ctx context.Context, m jetstream.Msg) {
+	stop := s.heartbeat(ctx, m)
+	defer stop()
+	var t stream.SubmitTask
+	if err := jsonUnmarshal(m.Data(), &t); err != nil || t.JobKey == "" || t.Key == "" {
+		s.log.Error().Err(err).Bytes("data", m.Data()).Msg("malformed retry submission, dropped")
+		_ = m.Term()
+		return
+	}
+	v, err := s.submit(ctx, t.JobKey, t.Key, nil)
+	if err != nil {
+		v = s.failure(t.Key, err)
+	}
+	s.settle(m, v, t.Key)
+}
+
+// failure logs an infrastructure error (NATS, Redis, KV) once and retries later.
+func (s *Submitter) failure(key string, err error) verdict {
+	if errors.Is(err, context.Canceled) {
+		return later(0)
+	}
+	s.log.Warn().Err(err).Str("idempotency_key", key).Msg("submission interrupted, will retry")
+	return later(s.backoff(0))
+}
+
+func (s *Submitter) backoff(attempt int) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Backoff.Next(attempt, s.rnd)
+}
+
+// reject dead-letters an invalid message and, when its key is valid and
+// unused, ends the job "failed" with the validation error.
+func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce *contract.Error) verdict {
+	log := s.log.With().Str("idempotency_key", key).Str("code", ce.Code).Logger()
+	if err := stream.DeadLetter(ctx, s.d.JS, contract.SubjectDLQRequests, m, ce); err != nil {
+		log.Warn().Err(err).Msg("dead-letter invalid request, will retry")
+		return later(s.backoff(0))
+	}
+	if key == "" {
+		log.Warn().Str("error", ce.Message).Msg("invalid request without a usable key: dead-lettered")
+		return done
+	}
+	j := &jobstore.Job{Key: key, Metadata: map[string]string{}, Final: true, Outcome: contract.OutcomeFailed, Error: ce}
+	j.FinishedAt = s.d.Now().UTC()
+	err := s.d.Store.Create(ctx, j)
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		log.Warn().Str("error", ce.Message).Msg("invalid request for a key already in use: dead-lettered, no event")
+		return done
+	case err != nil:
+		log.Warn().Err(err).Msg("record invalid request, will retry")
+		return later(s.backoff(0))
+	}
+	if err := s.handOff(ctx, stream.FinalTask{JobKey: key}, key+":final"); err != nil {
+		log.Warn().Err(err).Msg("hand invalid request to notifiers, will retry")
+		return later(s.backoff(0))
+	}
+	log.Warn().Str("error", ce.Message).Msg("invalid request: dead-lettered, job failed")
+	return done
+}
+
+// accept records a new job for a valid request; a key already known is
+// answered from its record by submit.
+func (s *Submitter) accept(ctx context.Context, req *contract.Request) (verdict, error) {
+	j := &jobstore.Job{
+		Key: req.IdempotencyKey, Endpoint: req.Endpoint, CompletionWindow: req.CompletionWindow,
+		Metadata: req.Metadata, Total: len(req.Requests),
+		Attempts: []jobstore.Attempt{{
+			N: 0, Key: req.IdempotencyKey, State: jobstore.AttemptPending,
+			Count: len(req.Requests), InputFileID: req.InputFileID,
+		}},
+	}
+	if j.Metadata == nil {
+		j.Metadata = map[string]string{}
+	}
+	if err := s.d.Store.Create(ctx, j); err != nil && !errors.Is(err, jobstore.ErrExists) {
+		return verdict{}, err
+	}
+	return verdict{}, nil
+}
+
+func (s *Submitter) handOff(ctx context.Context, task any, msgID string) error {
+	subject := stream.SubjectFinal
+	if _, ok := task.(stream.PollTask); ok {
+		subject = stream.SubjectPoll
+	}
+	_, err := stream.Publish(ctx, s.d.JS, subject, task, stream.WithMsgID(msgID))
+	return err
+}
