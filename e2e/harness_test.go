@@ -146,9 +146,11 @@ func subscribe[T any](f *fleet, subjects ...string) <-chan T {
 // vendorBatches asks the emulator for every batch it ever created.
 func (f *fleet) vendorBatches() []emulator.BatchInfo {
 	f.t.Helper()
-	var out []emulator.BatchInfo
+	var out struct {
+		Data []emulator.BatchInfo `json:"data"`
+	}
 	f.adminGet("/_emulator/batches", &out)
-	return out
+	return out.Data
 }
 
 func (f *fleet) adminGet(path string, v any) {

@@ -1,8 +1,8 @@
 // Command openai-emulator serves pkg/emulator, an emulator of OpenAI's Files
 // and Batch API, configured from EMULATOR_* environment variables (see
 // emulator.LoadEnv). With EMULATOR_ADDR port 0 it picks a free port; either
-// way it logs {"msg":"listening","base_url":"http://host:port/v1"} to stdout
-// once serving. SIGINT or SIGTERM stop it gracefully.
+// way it logs {"msg":"listening","message":"listening","base_url":"http://host:port/v1"}
+// to stdout once serving. SIGINT or SIGTERM stop it gracefully.
 package main
 
 import (
@@ -51,9 +51,11 @@ func run(ctx context.Context, lookup func(string) (string, bool), stdout io.Writ
 		srv.Emulator().Close()
 		return err
 	}
-	// Always printed: scripts wait for this line to learn the port.
+	// Always printed, whatever LOG_LEVEL: scripts wait for this line to
+	// learn the port. "msg" duplicates zerolog's "message" for parsers
+	// that expect either.
 	always := log.Level(zerolog.InfoLevel)
-	always.Info().Str("base_url", srv.BaseURL()).Msg("listening")
+	always.Info().Str("msg", "listening").Str("base_url", srv.BaseURL()).Msg("listening")
 	<-ctx.Done()
 
 	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)

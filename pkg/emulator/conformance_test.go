@@ -116,7 +116,7 @@ func TestBatchCompletesWithOutputAndErrorFiles(t *testing.T) {
 	f, err := h.client.Files.Get(context.Background(), done.OutputFileID)
 	require.NoError(t, err)
 	require.Equal(t, openai.FileObjectPurposeBatchOutput, f.Purpose)
-	require.Equal(t, openai.FileObjectStatusProcessed, f.Status)
+	require.Contains(t, f.RawJSON(), `"status":"processed"`)
 
 	// fail-once succeeds the second time; the others fail again.
 	again := h.submit(t, chatLines("gpt-4o-mini", once, "req-fail-always")...)
@@ -551,7 +551,7 @@ func TestFiles(t *testing.T) {
 	require.EqualValues(t, len(data), f.Bytes)
 	require.Equal(t, "in.jsonl", f.Filename)
 	require.Equal(t, openai.FileObjectPurposeBatch, f.Purpose)
-	require.Equal(t, openai.FileObjectStatusProcessed, f.Status)
+	require.Contains(t, f.RawJSON(), `"status":"processed"`)
 	require.NotZero(t, f.CreatedAt)
 
 	got, err := h.client.Files.Get(ctx, f.ID)
@@ -584,6 +584,13 @@ func TestFiles(t *testing.T) {
 	requireAPIError(t, err, http.StatusBadRequest, "invalid_value")
 	_, err = h.client.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(data), "in.txt", "text/plain"), Purpose: openai.FilePurposeBatch})
 	requireAPIError(t, err, http.StatusBadRequest, "")
+	exp, err := h.client.Files.New(ctx, openai.FileNewParams{
+		File: openai.File(strings.NewReader(data), "in.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch,
+		ExpiresAfter: openai.FileNewParamsExpiresAfter{Seconds: 7200},
+	})
+	require.NoError(t, err)
+	require.Equal(t, exp.CreatedAt+7200, exp.ExpiresAt)
+	require.Equal(t, f.CreatedAt+30*24*3600, f.ExpiresAt, "batch files expire after 30 days by default")
 	for _, p := range []openai.FilePurpose{"assistants", "fine-tune", "vision", "user_data", "evals"} {
 		_, err = h.client.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader("x"), "x.bin", "application/octet-stream"), Purpose: p})
 		require.NoError(t, err, p)
@@ -706,4 +713,18 @@ func TestUnknownRoute(t *testing.T) {
 	h := start(t, fast())
 	err := h.client.Post(context.Background(), "models/x", nil, nil)
 	requireAPIError(t, err, http.StatusNotFound, "unknown_url")
+}
+
+func TestOutputOrderIsNotInputOrder(t *testing.T) {
+	t.Parallel()
+	h := start(t, fast())
+	var ids []string
+	for i := range 40 {
+		ids = append(ids, fmt.Sprintf("r-%02d", i))
+	}
+	b := h.submit(t, chatLines("m", ids...)...)
+	seen := h.await(t, b.ID, openai.BatchStatusCompleted)
+	got := customIDs(h.content(t, seen[len(seen)-1].OutputFileID))
+	require.ElementsMatch(t, ids, got)
+	require.NotEqual(t, ids, got, "OpenAI does not guarantee output order; the emulator shuffles it")
 }

@@ -85,13 +85,28 @@
 //
 // # Admin API
 //
-// /_emulator/ (no auth) lists every batch, the call log with wall-clock
-// start and end times, counters, and sets faults; see admin.go and
-// [Emulator.Batches], [Emulator.Calls], [Emulator.Stats].
+// Not OpenAI's; no auth. Lists are {"object":"list","data":[...]}:
+//
+//	GET  /_emulator/batches           every batch ever created, oldest first ([BatchInfo])
+//	GET  /_emulator/calls?batch_id=   the bounded /v1 call log ([Call]: method, path, op,
+//	                                  batch_id, status, started_at, ended_at as RFC3339Nano wall clock)
+//	GET  /_emulator/stats             [Stats]: batches_created, active_now, max_active, calls_by_op
+//	GET  /_emulator/faults            the [Faults] in force
+//	PUT  /_emulator/faults            {"latency_ms","rate_limit_rate","server_error_rate",
+//	                                   "ops":{"create":{"rate_limit_rate","server_error_rate"},...},
+//	                                   "retry_after_seconds","drop_after_create_rate","failure_rate"}
+//	POST /_emulator/reset-stats       zeroes counters and the call log, answers [Stats]
+//
+// The same is available in Go: [Emulator.Batches], [Emulator.Calls],
+// [Emulator.Stats], [Emulator.SetFaults], [Emulator.ResetStats].
 //
 // # Known differences from OpenAI
 //
 // Image and video endpoints are rejected; files never expire by themselves
 // (expires_at is reported only); token counts are estimates (~4 characters
-// a token); the reply text is fixed per custom_id.
+// a token); the reply text is fixed per custom_id. Where OpenAI's exact
+// answer is undocumented the emulator chooses: cancelling a batch that is
+// finalizing or terminal is a 400 invalid_request_error, unknown IDs are
+// 404 with code file_not_found or batch_not_found, an unknown list cursor
+// lists nothing, and errors.data reports at most 100 line errors.
 package emulator

@@ -3,6 +3,7 @@ package emulator
 import (
 	"container/heap"
 	"context"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -231,11 +232,13 @@ func (e *Emulator) injectFault(c *call, f Faults) bool {
 	return true
 }
 
-// Faults returns the fault injection in force.
+// Faults returns a copy of the fault injection in force.
 func (e *Emulator) Faults() Faults {
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
-	return e.faults
+	f := e.faults
+	f.Ops = maps.Clone(f.Ops)
+	return f
 }
 
 // SetFaults replaces the fault injection in force; unset RetryAfter

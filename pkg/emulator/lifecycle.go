@@ -145,14 +145,6 @@ func (b *batch) statusAt(t time.Time) string {
 	return StatusCompleted
 }
 
-func isActive(status string) bool {
-	switch status {
-	case StatusValidating, StatusInProgress, StatusFinalizing, StatusCancelling:
-		return true
-	}
-	return false
-}
-
 // doneAt is when sched[i] executes: requests are spread evenly over the
 // in-progress phase.
 func (b *batch) doneAt(i int) time.Time {

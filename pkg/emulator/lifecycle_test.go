@@ -159,12 +159,22 @@ func TestSchedulerFinishesUnpolledBatches(t *testing.T) {
 		return e.active == 0 && e.batches[0].final
 	}, 10*time.Second, time.Millisecond, "the scheduler must finish the batch without a read")
 
-	// Exact max_active: A finished before B was created.
-	clock.Set(t0.Add(130 * time.Second))
+}
+
+func TestMaxActiveIsExact(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	// The scheduler sleeps through this test: only reads and creates finish batches.
+	e := New(Config{Clock: clock, ValidatingFor: time.Second, InProgressFor: time.Second, FinalizingFor: time.Second, TickInterval: time.Hour})
+	t.Cleanup(e.Close)
+	t0 := clock.Now()
+	createBatch(t, e, addFile(e, lines(1, "a")...))
 	createBatch(t, e, addFile(e, lines(1, "b")...))
+	clock.Set(t0.Add(3 * time.Second)) // both done, unobserved
+	createBatch(t, e, addFile(e, lines(1, "c")...))
 	st := e.Stats()
 	require.Equal(t, 1, st.ActiveNow)
-	require.Equal(t, 1, st.MaxActive)
+	require.Equal(t, 2, st.MaxActive, "A and B finished before C was created")
 }
 
 func TestCancelTimeline(t *testing.T) {

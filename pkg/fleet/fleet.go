@@ -38,6 +38,11 @@ func limiter(inf *lifecycle.Infra, name, spec string) (*ratelimit.Limiter, error
 	if l.Rate == 0 {
 		return nil, nil
 	}
+	if l.Burst == 0 {
+		// Allow a short burst (a fortieth of the rate, e.g. 50 of 2000/h) so a
+		// quiet fleet starts work at once; the long-run rate is unchanged.
+		l.Burst = max(1, l.Rate/40)
+	}
 	return ratelimit.New(inf.Redis, name, l), nil
 }
 
@@ -95,7 +100,7 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 	if err != nil {
 		return nil, err
 	}
-	prices := results.DefaultPrices()
+	prices := results.DefaultPriceTable()
 	if c.Notify.PriceTable != "" {
 		if prices, err = results.ParsePriceTable(c.Notify.PriceTable); err != nil {
 			return nil, fmt.Errorf("PRICE_TABLE: %w", err)

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
-	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -52,14 +51,14 @@ type Config struct {
 	RetryBackoff time.Duration
 	// DeleteInputFiles deletes the uploaded vendor input files when a job ends.
 	DeleteInputFiles bool
-	// Prices estimates cost; nil uses results.DefaultPrices.
+	// Prices estimates cost; empty uses results.DefaultPriceTable.
 	Prices      results.PriceTable
 	StopTimeout time.Duration
 	// AckWait of the consumer; heartbeats keep long downloads alive. Defaults to 60s.
 	AckWait time.Duration
 	Streams stream.Settings
 	// Webhooks configures outbound webhook fan-out (none when URLs is empty).
-	Webhooks WebhookConfig
+	Webhooks WebhookConfig //WIP
 }
 
 // WithDefaults fills zero fields.
@@ -68,10 +67,10 @@ func (c Config) WithDefaults() Config {
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, 10*time.Second)
 	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
 	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
-	if c.Prices == nil {
-		c.Prices = results.DefaultPrices()
+	if c.Prices.Models == nil {
+		c.Prices = results.DefaultPriceTable()
 	}
-	c.Webhooks = c.Webhooks.WithDefaults()
+	//WIP c.Webhooks = c.Webhooks.WithDefaults()
 	return c
 }
 
@@ -95,7 +94,7 @@ func New(d Deps, cfg Config) (*Notifier, error) {
 	}
 	return &Notifier{
 		d: d, cfg: cfg.WithDefaults(),
-		log: d.Logger.With().Str("component", "notifier").Logger(),
+		log: d.Logger,
 		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
 }
@@ -127,9 +126,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 	opt := stream.ConsumeOptions{Concurrency: n.cfg.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: n.log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Consume(gctx, finals, opt, n.handleFinal) })
-	for _, url := range n.cfg.Webhooks.URLs {
-		g.Go(func() error { return n.runWebhook(gctx, url) })
-	}
+	//WIP for _, url := range n.cfg.Webhooks.URLs {
+	//WIP 	g.Go(func() error { return n.runWebhook(gctx, url) })
+	//WIP }
 	return g.Wait()
 }
 
@@ -205,4 +204,12 @@ func (n *Notifier) process(ctx context.Context, t stream.FinalTask) error {
 		}
 	}
 	return n.publishCompleted(ctx, job)
+}
+
+// WIP
+type WebhookConfig struct {
+	URLs                  []string
+	Secret                string
+	MaxAttempts           int
+	RetryInitial, Timeout time.Duration
 }

@@ -20,13 +20,14 @@ const (
 	codeNotRun    = "batch_expired"   // retryable, as OpenAI's own code
 	codeCancelled = "batch_cancelled" // final: the job was cancelled
 	codeMissing   = "missing_result"  // the vendor returned no line for it
+	codeTimedOut  = "timeout"         // retryable: cancelled at the hard timeout, action retry
 )
 
 // loadMerged reads the job's merged results so far.
 func (n *Notifier) loadMerged(ctx context.Context, key string) (*results.Merged, error) {
 	data, err := n.d.Store.Results(ctx, key)
 	if errors.Is(err, jobstore.ErrNotFound) {
-		return results.NewMerged(), nil
+		return &results.Merged{}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -36,7 +37,7 @@ func (n *Notifier) loadMerged(ctx context.Context, key string) (*results.Merged,
 
 func (n *Notifier) saveMerged(ctx context.Context, key string, m *results.Merged) (int, error) {
 	var buf bytes.Buffer
-	if err := m.WriteJSONL(&buf); err != nil {
+	if _, err := m.WriteJSONL(&buf); err != nil {
 		return 0, fmt.Errorf("encode merged results: %w", err)
 	}
 	if err := n.d.Store.PutResults(ctx, key, buf.Bytes()); err != nil {
@@ -286,9 +287,9 @@ func (n *Notifier) finish(ctx context.Context, job *jobstore.Job, merged *result
 		if merged != nil {
 			completed, failed := merged.Counts()
 			j.Counts = contract.Counts{Total: completed + failed, Completed: completed, Failed: failed}
-			u := merged.BilledUsage()
+			_, u := merged.Usage()
 			j.Usage = &contract.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
-			if cost, ok := n.cost(merged); ok {
+			if cost, ok := merged.Cost(n.cfg.Prices); ok {
 				j.CostUSD = &cost
 			}
 		} else {
@@ -304,17 +305,6 @@ func (n *Notifier) finish(ctx context.Context, job *jobstore.Job, merged *result
 		}
 		return nil
 	})
-}
-
-func (n *Notifier) cost(m *results.Merged) (float64, bool) {
-	total, known := 0.0, false
-	for model, u := range m.BilledUsageByModel() {
-		if c, ok := n.cfg.Prices.Cost(model, u); ok {
-			total += c
-			known = true
-		}
-	}
-	return total, known
 }
 
 // publishCompleted publishes the job's one batch.completed, marks it in the

@@ -97,7 +97,7 @@ func New(d Deps, cfg Config) (*Poller, error) {
 	}
 	return &Poller{
 		d: d, cfg: cfg.WithDefaults(),
-		log: d.Logger.With().Str("component", "poller").Logger(),
+		log: d.Logger,
 		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
 }

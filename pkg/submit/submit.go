@@ -113,7 +113,7 @@ func New(d Deps, cfg Config) (*Submitter, error) {
 	}
 	return &Submitter{
 		d: d, cfg: cfg.WithDefaults(),
-		log: d.Logger.With().Str("component", "submitter").Logger(),
+		log: d.Logger,
 		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
 }
