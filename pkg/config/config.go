@@ -41,6 +41,9 @@ type Config struct {
 	JobRetention time.Duration
 	// MaxActiveBatches is MAX_ACTIVE_BATCHES: the fleet-wide cap of active vendor batches (0 = none).
 	MaxActiveBatches int
+	// EnqueuedTokenLimits is ENQUEUED_TOKEN_LIMITS: per-model budgets of
+	// enqueued input tokens, "model=tokens,..." ("*" for any other model).
+	EnqueuedTokenLimits map[string]int64
 	// VendorCallTimeout is VENDOR_CALL_TIMEOUT: the bound of each vendor call but transfers. Defaults to 30s.
 	VendorCallTimeout time.Duration
 
@@ -115,19 +118,20 @@ type Notify struct {
 func Load(env Lookup) (Config, error) {
 	p := parser{env: env}
 	c := Config{
-		NATSURL:           p.str("NATS_URL", "nats://127.0.0.1:4222"),
-		RedisURL:          p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
-		OpenAIAPIKey:      p.str("OPENAI_API_KEY", ""),
-		OpenAIBaseURL:     p.str("OPENAI_BASE_URL", ""),
-		LogLevel:          p.str("LOG_LEVEL", "info"),
-		MetricsAddr:       p.str("METRICS_ADDR", ""),
-		StopTimeout:       p.dur("STOP_TIMEOUT", 8*time.Second),
-		StreamReplicas:    p.int("STREAM_REPLICAS", 1),
-		DedupWindow:       p.dur("DEDUP_WINDOW", 10*time.Minute),
-		EventsMaxAge:      p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
-		JobRetention:      p.dur("JOB_RETENTION", 30*24*time.Hour),
-		MaxActiveBatches:  p.int("MAX_ACTIVE_BATCHES", 0),
-		VendorCallTimeout: p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
+		NATSURL:             p.str("NATS_URL", "nats://127.0.0.1:4222"),
+		RedisURL:            p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		OpenAIAPIKey:        p.str("OPENAI_API_KEY", ""),
+		OpenAIBaseURL:       p.str("OPENAI_BASE_URL", ""),
+		LogLevel:            p.str("LOG_LEVEL", "info"),
+		MetricsAddr:         p.str("METRICS_ADDR", ""),
+		StopTimeout:         p.dur("STOP_TIMEOUT", 8*time.Second),
+		StreamReplicas:      p.int("STREAM_REPLICAS", 1),
+		DedupWindow:         p.dur("DEDUP_WINDOW", 10*time.Minute),
+		EventsMaxAge:        p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
+		JobRetention:        p.dur("JOB_RETENTION", 30*24*time.Hour),
+		MaxActiveBatches:    p.int("MAX_ACTIVE_BATCHES", 0),
+		EnqueuedTokenLimits: p.tokenLimits("ENQUEUED_TOKEN_LIMITS"),
+		VendorCallTimeout:   p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
 		Submit: Submit{
 			Concurrency: p.int("SUBMIT_CONCURRENCY", 8),
 			LockTTL:     p.dur("SUBMIT_LOCK_TTL", 30*time.Second),
@@ -312,6 +316,24 @@ func (p *parser) list(name string) []string {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+func (p *parser) tokenLimits(name string) map[string]int64 {
+	items := p.list(name)
+	if len(items) == 0 {
+		return nil
+	}
+	out := map[string]int64{}
+	for _, it := range items {
+		model, n, ok := strings.Cut(it, "=")
+		v, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+		if !ok || strings.TrimSpace(model) == "" || err != nil || v <= 0 {
+			p.errs = append(p.errs, fmt.Errorf("%s entry %q is not model=tokens (a positive integer)", name, it))
+			continue
+		}
+		out[strings.TrimSpace(model)] = v
 	}
 	return out
 }

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/batchfleet/batchfleet/pkg/admission"
+
 	"github.com/batchfleet/batchfleet/pkg/config"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lifecycle"
@@ -46,6 +48,12 @@ func limiter(inf *lifecycle.Infra, name, spec string) (*ratelimit.Limiter, error
 	return ratelimit.New(inf.Redis, name, l), nil
 }
 
+// Admission opens the fleet-wide admission controller.
+func Admission(ctx context.Context, inf *lifecycle.Infra) (*admission.Controller, error) {
+	c := inf.Config
+	return admission.Open(ctx, inf.JS, admission.Limits{MaxActive: c.MaxActiveBatches, TokensPerModel: c.EnqueuedTokenLimits}, c.StreamReplicas)
+}
+
 // Submitter builds a submitter.
 func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error) {
 	c := inf.Config
@@ -63,6 +71,13 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	}
 	if lim != nil {
 		d.Limiter = lim
+	}
+	adm, err := Admission(ctx, inf)
+	if err != nil {
+		return nil, err
+	}
+	if adm.Enabled() {
+		d.Admitter = adm
 	}
 	return submit.New(d, submit.Config{
 		Concurrency: c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
@@ -106,7 +121,11 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 			return nil, fmt.Errorf("PRICE_TABLE: %w", err)
 		}
 	}
-	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger}, notify.Config{
+	adm, err := Admission(ctx, inf)
+	if err != nil {
+		return nil, err
+	}
+	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger}, notify.Config{
 		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
 		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),
 		Webhooks: notify.WebhookConfig{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -219,6 +220,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	if err != nil {
 		return s.vendorError(ctx, job, key, err, log)
 	}
+	failpoint.Hit("submit/after-create")
 	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
 }

@@ -435,3 +435,22 @@ func TestNewValidates(t *testing.T) {
 	_, err := vendorhook.New(vendorhook.Deps{Redis: rdb, Trigger: trigger}, vendorhook.Config{Secret: testSecret})
 	require.NoError(t, err)
 }
+
+func TestTimestampCheckedAgainstInjectedClock(t *testing.T) {
+	t.Parallel()
+	r := fleettest.StartRedis(t)
+	tr := newTriggers()
+	past := time.Now().Add(-time.Hour)
+	rcv, err := vendorhook.New(vendorhook.Deps{Redis: r.Client(t), Trigger: tr.trigger, Now: func() time.Time { return past }},
+		vendorhook.Config{Secret: testSecret})
+	require.NoError(t, err)
+	srv := httptest.NewServer(rcv.Handler())
+	t.Cleanup(srv.Close)
+
+	body := event("batch.completed", "batch_clock")
+	a := post(t, srv.URL+vendorhook.Path, sign(testKey, "msg_clock1", time.Now(), body), body)
+	require.Equal(t, http.StatusBadRequest, a.code, "an hour ahead of the receiver's clock")
+	a = post(t, srv.URL+vendorhook.Path, sign(testKey, "msg_clock2", past.Add(-4*time.Minute), body), body)
+	require.Equal(t, http.StatusOK, a.code)
+	require.Equal(t, []string{"batch_clock"}, fleettest.ReadN(t, tr.calls, 1, 5*time.Second))
+}
