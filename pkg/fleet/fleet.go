@@ -5,6 +5,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/batchfleet/batchfleet/pkg/admission"
@@ -19,6 +20,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/submit"
+	"github.com/batchfleet/batchfleet/pkg/vendorhook"
 )
 
 // Streams maps the configuration onto stream settings.
@@ -92,7 +94,8 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 	if err != nil {
 		return nil, err
 	}
-	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger}
+	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger,
+		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger})}
 	lim, err := limiter(inf, "POLL_RATE", c.Poll.Rate)
 	if err != nil {
 		return nil, err
@@ -100,12 +103,31 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 	if lim != nil {
 		d.Limiter = lim
 	}
-	return poll.New(d, poll.Config{
+	p, err := poll.New(d, poll.Config{
 		InitialInterval: c.Poll.InitialInterval, MaxInterval: c.Poll.MaxInterval, Lease: c.Poll.Lease,
 		Concurrency: c.Poll.Concurrency, ProgressEvery: c.Poll.ProgressEvery,
 		SoftTimeout: c.Poll.SoftTimeout, HardTimeout: c.Poll.HardTimeout, TimeoutAction: c.Poll.TimeoutAction,
 		StopTimeout: c.StopTimeout, Streams: Streams(c),
 	})
+	if err != nil || c.Poll.WebhookAddr == "" {
+		return p, err
+	}
+	recv, err := vendorhook.New(vendorhook.Deps{
+		Redis: inf.Redis, Logger: inf.Logger,
+		Trigger: func(ctx context.Context, batchID string) error {
+			err := p.PollNow(ctx, batchID)
+			if errors.Is(err, poll.ErrUnknownBatch) {
+				return fmt.Errorf("%w: %w", vendorhook.ErrUnknownBatch, err)
+			}
+			return err
+		},
+	}, vendorhook.Config{Secret: c.Poll.WebhookSecret})
+	if err != nil {
+		return nil, fmt.Errorf("OPENAI_WEBHOOK_SECRET: %w", err)
+	}
+	return lifecycle.Group(p, lifecycle.RunFunc(func(ctx context.Context) error {
+		return recv.Serve(ctx, c.Poll.WebhookAddr)
+	})), nil
 }
 
 // Notifier builds a notifier.

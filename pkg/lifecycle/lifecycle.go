@@ -161,3 +161,20 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 	})
 	return inf, nil
 }
+
+// RunFunc adapts a function to a Runner.
+type RunFunc func(ctx context.Context) error
+
+// Run calls f.
+func (f RunFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// Group runs runners together: all stop when ctx is done or one fails.
+func Group(runners ...Runner) Runner {
+	return RunFunc(func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, r := range runners {
+			g.Go(func() error { return r.Run(gctx) })
+		}
+		return g.Wait()
+	})
+}

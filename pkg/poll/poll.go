@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
@@ -30,14 +32,23 @@ type limiter interface {
 	Wait(ctx context.Context) error
 }
 
+// locker takes the per-batch polling mutex shared with the vendor webhook
+// path, so one batch is never polled by two pollers at the same moment.
+type locker interface {
+	Acquire(ctx context.Context, key string, ttl time.Duration) (*lock.Lock, error)
+}
+
 // Deps are a poller's live collaborators; Limiter is optional.
 type Deps struct {
 	JS      jetstream.JetStream
 	Store   *jobstore.Store
 	Vendor  vendor
 	Limiter limiter
-	Logger  zerolog.Logger
-	Now     func() time.Time
+	// Locker, if set, serialises polls of one batch across the claim and
+	// the vendor webhook paths.
+	Locker locker
+	Logger zerolog.Logger
+	Now    func() time.Time
 }
 
 // Config tunes a poller; zero values take the defaults.
@@ -209,6 +220,21 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		}
 	}
 	_ = m.InProgress() // a full lease for the GET
+	unlock, busy, err := p.lockBatch(ctx, t.BatchID)
+	if err != nil {
+		return p.cfg.InitialInterval, err
+	}
+	if busy {
+		// The webhook path is polling this batch right now: look again soon.
+		return p.cfg.InitialInterval, nil
+	}
+	defer unlock()
+	if st, err = p.reload(ctx, st); err != nil {
+		return p.cfg.InitialInterval, err
+	}
+	if st.Final {
+		return -1, p.handOff(ctx, t)
+	}
 	b, err := p.d.Vendor.Get(ctx, t.BatchID)
 	if err != nil {
 		if ve, ok := batchapi.AsError(err); ok {
@@ -345,5 +371,104 @@ func (p *Poller) checkTimeouts(ctx context.Context, st *jobstore.Poll, t stream.
 		}
 	}
 	st.HardActionAt = now
+	return p.d.Store.PutPoll(ctx, st)
+}
+
+// lockBatch takes the per-batch polling mutex; busy means another poller
+// holds it. Without a Locker it is a no-op.
+func (p *Poller) lockBatch(ctx context.Context, batchID string) (func(), bool, error) {
+	if p.d.Locker == nil {
+		return func() {}, false, nil
+	}
+	lk, err := p.d.Locker.Acquire(ctx, "poll:"+batchID, p.cfg.Lease)
+	if errors.Is(err, lock.ErrNotAcquired) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return func() { _ = lk.Release(context.WithoutCancel(ctx)) }, false, nil
+}
+
+// reload re-reads the poll state (another path may have moved it while
+// this one waited for the mutex); a state never stored is kept as it is.
+func (p *Poller) reload(ctx context.Context, st *jobstore.Poll) (*jobstore.Poll, error) {
+	if st.Revision == 0 {
+		if cur, err := p.d.Store.GetPoll(ctx, st.BatchID); err == nil {
+			return cur, nil
+		} else if !errors.Is(err, jobstore.ErrNotFound) {
+			return nil, err
+		}
+		return st, nil
+	}
+	return p.d.Store.GetPoll(ctx, st.BatchID)
+}
+
+// ErrUnknownBatch: PollNow was asked about a batch the fleet does not track.
+var ErrUnknownBatch = errors.New("poll: unknown batch")
+
+// PollNow polls one batch at once, outside its schedule: the vendor
+// webhook path. The batch's claim keeps its schedule and sees the result
+// (a final batch is acked at its next delivery). It returns an error
+// wrapping ErrUnknownBatch for a batch the fleet does not track.
+func (p *Poller) PollNow(ctx context.Context, batchID string) error {
+	st, err := p.d.Store.GetPoll(ctx, batchID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownBatch, batchID)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Final {
+		return nil
+	}
+	t := stream.PollTask{BatchID: batchID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
+	for range 20 {
+		unlock, busy, err := p.lockBatch(ctx, batchID)
+		if err != nil {
+			return err
+		}
+		if busy {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(25 * time.Millisecond):
+			}
+			continue
+		}
+		err = p.pollLocked(ctx, t)
+		unlock()
+		return err
+	}
+	return errors.New("poll: batch busy")
+}
+
+func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
+	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
+	if err != nil {
+		return err
+	}
+	if st.Final {
+		return nil
+	}
+	if p.d.Limiter != nil {
+		if err := p.d.Limiter.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	b, err := p.d.Vendor.Get(ctx, t.BatchID)
+	if err != nil {
+		return err
+	}
+	if _, err := p.observe(ctx, st, t, b, st.PollsSince); err != nil {
+		return err
+	}
+	if !contract.TerminalStatus(b.Status) {
+		return nil
+	}
+	if err := p.handOff(ctx, t); err != nil {
+		return err
+	}
+	st.Final = true
 	return p.d.Store.PutPoll(ctx, st)
 }

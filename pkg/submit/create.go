@@ -285,6 +285,12 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 		return verdict{}, err
 	}
 	a := rec.Attempt(key)
+	// Record the batch for the pollers before handing it over, so a vendor
+	// webhook arriving before the first poll finds it.
+	ps := &jobstore.Poll{BatchID: b.ID, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC()}
+	if err := s.d.Store.PutPoll(ctx, ps); err != nil && !errors.Is(err, jobstore.ErrConflict) {
+		return verdict{}, err
+	}
 	if err := s.handOffPoll(ctx, rec, a); err != nil {
 		return verdict{}, err
 	}
