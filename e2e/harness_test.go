@@ -183,3 +183,78 @@ func chatRequests(prefix string, n int) []contract.RequestItem {
 	}
 	return out
 }
+
+// setFaults replaces the emulator's fault injection.
+func (f *fleet) setFaults(faults emulator.Faults) {
+	f.t.Helper()
+	data, err := json.Marshal(faults)
+	require.NoError(f.t, err)
+	root := strings.TrimSuffix(f.EmuURL, "/v1")
+	req, err := http.NewRequest(http.MethodPut, root+"/_emulator/faults", strings.NewReader(string(data)))
+	require.NoError(f.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(f.t, err)
+	resp.Body.Close()
+	require.Equal(f.t, http.StatusOK, resp.StatusCode)
+}
+
+// stats reads the emulator's counters.
+func (f *fleet) stats() emulator.Stats {
+	f.t.Helper()
+	var s emulator.Stats
+	f.adminGet("/_emulator/stats", &s)
+	return s
+}
+
+// publishJobs publishes n jobs of per requests with keys prefix-00.. and
+// returns the keys.
+func (f *fleet) publishJobs(prefix string, n, per int, msgID bool) []string {
+	f.t.Helper()
+	keys := make([]string, n)
+	for i := range n {
+		keys[i] = fmt.Sprintf("%s-%02d", prefix, i)
+		f.publish(contract.Request{IdempotencyKey: keys[i], Requests: chatRequests(keys[i], per)}, msgID)
+	}
+	return keys
+}
+
+// expectOneEach reads one batch.completed per key (failing on a second or
+// on an unknown key) and checks the vendor made exactly one batch per key.
+func (f *fleet) expectOneEach(completed <-chan contract.Completed, keys []string, timeout time.Duration) map[string]contract.Completed {
+	f.t.Helper()
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	got := map[string]contract.Completed{}
+	for _, ev := range fleettest.ReadN(f.t, completed, len(keys), timeout) {
+		require.True(f.t, want[ev.IdempotencyKey], "batch.completed for unexpected key %q", ev.IdempotencyKey)
+		_, dup := got[ev.IdempotencyKey]
+		require.False(f.t, dup, "second batch.completed for %s", ev.IdempotencyKey)
+		got[ev.IdempotencyKey] = ev
+	}
+	per := f.batchesPerKey()
+	for _, k := range keys {
+		require.Equal(f.t, 1, per[k], "vendor batches for key %s", k)
+	}
+	return got
+}
+
+// noMore asserts that no further event arrives while the fleet finishes a
+// sentinel job published after everything else: once the sentinel's event
+// is in, any duplicate of an earlier job would have been too.
+func (f *fleet) noMore(completed <-chan contract.Completed, sentinel string) {
+	f.t.Helper()
+	f.publish(contract.Request{IdempotencyKey: sentinel, Requests: chatRequests(sentinel, 1)}, true)
+	for {
+		select {
+		case ev := <-completed:
+			if ev.IdempotencyKey == sentinel {
+				return
+			}
+			f.t.Fatalf("unexpected extra batch.completed: %s %s", ev.IdempotencyKey, ev.Outcome)
+		case <-time.After(60 * time.Second):
+			f.t.Fatalf("sentinel %s never completed", sentinel)
+		}
+	}
+}

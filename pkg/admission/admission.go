@@ -98,6 +98,7 @@ func (c *Controller) tokenLimit(model string) int64 {
 func (c *Controller) Admit(ctx context.Context, key, model string, tokens int64) (bool, time.Duration, error) {
 	admitted := false
 	err := c.update(ctx, func(s *State) bool {
+		admitted = false // fn runs again after a compare-and-set conflict
 		if _, ok := s.Active[key]; ok {
 			admitted = true
 			return false

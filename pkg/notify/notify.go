@@ -54,7 +54,8 @@ type Config struct {
 	// Prices estimates cost; empty uses results.DefaultPriceTable.
 	Prices      results.PriceTable
 	StopTimeout time.Duration
-	// AckWait of the consumer; heartbeats keep long downloads alive. Defaults to 60s.
+	// AckWait of the consumer; heartbeats keep long downloads alive, so only a
+	// dead notifier lets it run out. Defaults to 20s.
 	AckWait time.Duration
 	Streams stream.Settings
 	// Webhooks configures outbound webhook fan-out (none when URLs is empty).
@@ -66,7 +67,7 @@ func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, 10*time.Second)
 	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
-	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 20*time.Second)
 	if c.Prices.Models == nil {
 		c.Prices = results.DefaultPriceTable()
 	}

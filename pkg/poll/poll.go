@@ -132,7 +132,7 @@ func (p *Poller) CancelConsumerConfig() jetstream.ConsumerConfig {
 		Durable:       stream.ConsumerCancels,
 		Description:   "pollers: cancellation requests",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       60 * time.Second,
+		AckWait:       p.cfg.Lease,
 		MaxDeliver:    -1,
 		FilterSubject: contract.SubjectCancel,
 	}

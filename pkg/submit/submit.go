@@ -73,7 +73,9 @@ type Config struct {
 	Backoff backoff.Policy
 	// StopTimeout bounds a graceful stop (STOP_TIMEOUT). Defaults to 8s.
 	StopTimeout time.Duration
-	// AckWait of the consumers; the submitter heartbeats within it. Defaults to 60s.
+	// AckWait of the consumers; the submitter heartbeats every third of it, so
+	// only a dead submitter lets it run out: its work is redelivered to a peer
+	// within AckWait. Defaults to 20s.
 	AckWait time.Duration
 	Streams stream.Settings
 }
@@ -89,7 +91,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Backoff = c.Backoff.WithDefaults()
 	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
-	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 20*time.Second)
 	return c
 }
 
