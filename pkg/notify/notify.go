@@ -59,7 +59,7 @@ type Config struct {
 	AckWait time.Duration
 	Streams stream.Settings
 	// Webhooks configures outbound webhook fan-out (none when URLs is empty).
-	Webhooks WebhookConfig //WIP
+	Webhooks WebhookConfig
 }
 
 // WithDefaults fills zero fields.
@@ -71,7 +71,7 @@ func (c Config) WithDefaults() Config {
 	if c.Prices.Models == nil {
 		c.Prices = results.DefaultPriceTable()
 	}
-	//WIP c.Webhooks = c.Webhooks.WithDefaults()
+	c.Webhooks = c.Webhooks.WithDefaults()
 	return c
 }
 
@@ -127,9 +127,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 	opt := stream.ConsumeOptions{Concurrency: n.cfg.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: n.log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Consume(gctx, finals, opt, n.handleFinal) })
-	//WIP for _, url := range n.cfg.Webhooks.URLs {
-	//WIP 	g.Go(func() error { return n.runWebhook(gctx, url) })
-	//WIP }
+	for _, url := range n.cfg.Webhooks.URLs {
+		g.Go(func() error { return n.runWebhook(gctx, url) })
+	}
 	return g.Wait()
 }
 
@@ -205,12 +205,4 @@ func (n *Notifier) process(ctx context.Context, t stream.FinalTask) error {
 		}
 	}
 	return n.publishCompleted(ctx, job)
-}
-
-// WIP
-type WebhookConfig struct {
-	URLs                  []string
-	Secret                string
-	MaxAttempts           int
-	RetryInitial, Timeout time.Duration
 }
