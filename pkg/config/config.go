@@ -70,6 +70,8 @@ type Poll struct {
 	InitialInterval time.Duration
 	// MaxInterval is POLL_MAX_INTERVAL. Defaults to 5m.
 	MaxInterval time.Duration
+	// Strategy is POLL_STRATEGY: adaptive (default) or fixed (the baseline).
+	Strategy string
 	// Lease is POLL_LEASE: the ack wait of a poll lease; a dead poller's jobs are taken over within it. Defaults to 15s.
 	Lease time.Duration
 	// Concurrency is POLL_CONCURRENCY: vendor GETs in flight per poller. Defaults to 32.
@@ -142,6 +144,7 @@ func Load(env Lookup) (Config, error) {
 			InitialInterval: p.dur("POLL_INITIAL_INTERVAL", 5*time.Second),
 			MaxInterval:     p.dur("POLL_MAX_INTERVAL", 5*time.Minute),
 			Lease:           p.dur("POLL_LEASE", 15*time.Second),
+			Strategy:        p.str("POLL_STRATEGY", "adaptive"),
 			Concurrency:     p.int("POLL_CONCURRENCY", 32),
 			Rate:            p.str("POLL_RATE", "20/s"),
 			ProgressEvery:   p.dur("PROGRESS_INTERVAL", 10*time.Second),
@@ -192,6 +195,7 @@ func (c Config) Validate() error {
 	check(c.Poll.InitialInterval >= 10*time.Millisecond, "POLL_INITIAL_INTERVAL must be at least 10ms")
 	check(c.Poll.InitialInterval <= c.Poll.MaxInterval, "POLL_INITIAL_INTERVAL must not exceed POLL_MAX_INTERVAL")
 	check(c.Poll.Lease >= time.Second, "POLL_LEASE must be at least 1s")
+	check(c.Poll.Strategy == "adaptive" || c.Poll.Strategy == "fixed", "POLL_STRATEGY %q must be adaptive or fixed", c.Poll.Strategy)
 	check(c.Poll.Concurrency >= 1, "POLL_CONCURRENCY must be at least 1")
 	check(c.Poll.SoftTimeout <= c.Poll.HardTimeout, "POLL_SOFT_TIMEOUT must not exceed POLL_HARD_TIMEOUT")
 	check(c.Poll.TimeoutAction == "cancel" || c.Poll.TimeoutAction == "alert" || c.Poll.TimeoutAction == "retry",

@@ -104,7 +104,7 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 		d.Limiter = lim
 	}
 	p, err := poll.New(d, poll.Config{
-		InitialInterval: c.Poll.InitialInterval, MaxInterval: c.Poll.MaxInterval, Lease: c.Poll.Lease,
+		InitialInterval: c.Poll.InitialInterval, MaxInterval: c.Poll.MaxInterval, Lease: c.Poll.Lease, Strategy: c.Poll.Strategy,
 		Concurrency: c.Poll.Concurrency, ProgressEvery: c.Poll.ProgressEvery,
 		SoftTimeout: c.Poll.SoftTimeout, HardTimeout: c.Poll.HardTimeout, TimeoutAction: c.Poll.TimeoutAction,
 		StopTimeout: c.StopTimeout, Streams: Streams(c),

@@ -65,6 +65,11 @@ type Config struct {
 	ProgressEvery time.Duration
 	// Jitter is the +-fraction applied to poll delays. Defaults to 0.2.
 	Jitter float64
+	// Strategy is "adaptive" (the default: exponential backoff from
+	// InitialInterval to MaxInterval, reset on progress, fast while
+	// finalizing) or "fixed" (the seed's simple poller: every
+	// InitialInterval), kept as the benchmark baseline (POLL_STRATEGY).
+	Strategy string
 	// SoftTimeout, HardTimeout and TimeoutAction: the TimeoutManager.
 	SoftTimeout   time.Duration
 	HardTimeout   time.Duration
@@ -81,6 +86,7 @@ func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 32)
 	c.ProgressEvery = cmp.Or(c.ProgressEvery, 10*time.Second)
 	c.Jitter = cmp.Or(c.Jitter, 0.2)
+	c.Strategy = cmp.Or(c.Strategy, StrategyAdaptive)
 	c.SoftTimeout = cmp.Or(c.SoftTimeout, 12*time.Hour)
 	c.HardTimeout = cmp.Or(c.HardTimeout, 23*time.Hour)
 	c.TimeoutAction = cmp.Or(c.TimeoutAction, "alert")
@@ -161,10 +167,20 @@ func (p *Poller) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// Polling strategies.
+const (
+	StrategyAdaptive = "adaptive"
+	StrategyFixed    = "fixed"
+)
+
 // Delay returns the wait before the next poll: initial * 2^n (n = polls
 // since the last change), capped, jittered, and initial while finalizing.
+// With the fixed strategy it is always the initial interval.
 func (p *Poller) Delay(status string, pollsSinceChange int) time.Duration {
 	d := p.cfg.InitialInterval
+	if p.cfg.Strategy == StrategyFixed {
+		return d
+	}
 	if status != contract.StatusFinalizing && pollsSinceChange > 0 {
 		f := float64(p.cfg.InitialInterval) * math.Pow(2, float64(min(pollsSinceChange, 40)))
 		d = time.Duration(min(f, float64(p.cfg.MaxInterval)))
