@@ -25,7 +25,9 @@ const usage = `usage:
   batchfleet dev [-data DIR] [-nats ADDR] [-emulator ADDR] [-demo]
   batchfleet publish [-nats URL] [-key KEY] [-wait] FILE   (OpenAI batch JSONL or a batch.requests JSON)
   batchfleet results [-nats URL] KEY
-  batchfleet job [-nats URL] KEY`
+  batchfleet job [-nats URL] KEY
+  batchfleet dlq list [-nats URL] [-subject batch.dlq.>]
+  batchfleet dlq replay-webhooks [-nats URL] [-url URL]   (signs with WEBHOOK_SECRET)`
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -40,6 +42,8 @@ func run(args []string) error {
 		return publish(ctx, args[1:])
 	case "results", "job":
 		return show(ctx, args[0], args[1:])
+	case "dlq":
+		return dlq(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }
@@ -192,4 +196,37 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func dlq(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	fs := flag.NewFlagSet("dlq", flag.ContinueOnError)
+	url := fs.String("nats", defaultNATS(), "NATS URL")
+	subject := fs.String("subject", "batch.dlq.>", "dead-letter subject (list)")
+	target := fs.String("url", "", "only letters for this webhook URL (replay-webhooks)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	nc, js, err := connect(*url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	switch args[0] {
+	case "list":
+		letters, err := ops.ListDLQ(ctx, js, *subject)
+		if err != nil {
+			return err
+		}
+		return printJSON(letters)
+	case "replay-webhooks":
+		res, err := ops.ReplayWebhooks(ctx, js, os.Getenv("WEBHOOK_SECRET"), *target)
+		if err != nil {
+			return err
+		}
+		return printJSON(res)
+	}
+	return fmt.Errorf("unknown dlq command %q\n%s", args[0], usage)
 }

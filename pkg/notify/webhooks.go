@@ -55,6 +55,7 @@ func WebhookConsumer(url string) string {
 const (
 	HeaderWebhookURL = "Batch-Webhook-Url"
 	HeaderEventType  = "Batch-Event-Type"
+	HeaderEventTime  = "Batch-Event-Time"
 )
 
 func (n *Notifier) webhookConsumerConfig(url string) jetstream.ConsumerConfig {
@@ -124,6 +125,7 @@ func (n *Notifier) deliver(ctx context.Context, sender *webhook.Sender, url stri
 		h.Set(HeaderWebhookURL, url)
 		h.Set(HeaderEventType, m.Subject())
 		h.Set("Batch-Original-Msg-Id", id)
+		h.Set(HeaderEventTime, md.Timestamp.UTC().Format(time.RFC3339Nano))
 		h.Set(contract.HeaderErrorCode, "webhook_undeliverable")
 		h.Set(contract.HeaderError, fmt.Sprintf("after %d attempts: %v", attempt, err))
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stream.PublishTimeout)
