@@ -22,7 +22,6 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
-ARG VERSION=dev
 # Static, reproducible binaries (no cgo, no local paths, no VCS stamping),
 # cross-compiled for the target platform without emulation.
 RUN --mount=type=cache,target=/go/pkg/mod \

@@ -287,8 +287,8 @@ func buildInputs(t *testing.T, root string) []string {
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var pkg struct {
-			Dir    string
-			Module *struct{ Main bool }
+			Dir                           string
+			Module                        *struct{ Main bool }
 			GoFiles, EmbedFiles, CgoFiles []string
 		}
 		if err := dec.Decode(&pkg); errors.Is(err, io.EOF) {

@@ -308,6 +308,9 @@ func (e *Emulator) Batches() []BatchInfo {
 		if v.Model != nil {
 			info.Model = *v.Model
 		}
+		if !now.Before(b.terminalAt) {
+			info.TerminalAt = b.terminalAt
+		}
 		out = append(out, info)
 	}
 	return out

@@ -415,6 +415,11 @@ type BatchInfo struct {
 	InputFileID   string            `json:"input_file_id"`
 	OutputFileID  string            `json:"output_file_id,omitempty"`
 	ErrorFileID   string            `json:"error_file_id,omitempty"`
+	// TerminalAt is the exact instant (Clock time, RFC3339Nano) the batch
+	// reached its terminal status; zero (omitted) while it is not terminal.
+	// Batch objects carry only whole seconds, so benchmarks measuring how
+	// fast a terminal status is detected read this instead.
+	TerminalAt time.Time `json:"terminal_at,omitzero"`
 }
 
 // schedule is a min-heap of batches by the time they turn terminal. An
