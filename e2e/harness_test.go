@@ -64,7 +64,7 @@ func startFleet(t *testing.T, o fleetOpts) *fleet {
 	f.env = append([]string{
 		"NATS_URL=" + f.NATS.URL(), "REDIS_URL=" + f.Redis.URL(),
 		"OPENAI_API_KEY=sk-test", "OPENAI_BASE_URL=" + f.EmuURL,
-		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s",
+		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s", "POLL_RATE=1000/s",
 	}, o.WorkerEnv...)
 	return f
 }
