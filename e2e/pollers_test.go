@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"sort"
 	"testing"
 	"time"
@@ -71,4 +72,42 @@ func TestPollerKilledJobsTakenOver(t *testing.T) {
 	gets := f.assertNoOverlappingGets()
 	t.Logf("%d vendor GETs, none overlapping for one batch", gets)
 	f.noMore(completed, "takeover-sentinel")
+}
+
+// With vendor webhooks on, completion is detected in well under a second
+// although the pollers' own schedule would only look again after 20s.
+func TestVendorWebhooksDetectCompletionFast(t *testing.T) {
+	const secret = "whsec_c2VjcmV0LWZvci10aGUtdmVuZG9yLXdlYmhvb2tz"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	f := startFleet(t, fleetOpts{
+		EmulatorEnv: []string{"EMULATOR_WEBHOOK_URL=http://" + addr + "/webhooks/openai", "EMULATOR_WEBHOOK_SECRET=" + secret},
+		WorkerEnv:   []string{"POLL_INITIAL_INTERVAL=20s", "POLL_MAX_INTERVAL=60s"},
+	})
+	f.start("submitter", 1)
+	f.start("notifier", 1)
+	f.start("poller", 1, "VENDOR_WEBHOOK_ADDR="+addr, "OPENAI_WEBHOOK_SECRET="+secret)
+	f.start("poller", 1) // a second poller without the endpoint: whichever holds a claim, the webhook path polls at once
+	done := subscribe[contract.State](f, contract.StateSubject(contract.StatusCompleted))
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	keys := f.publishJobs("hooked", 20, 2, true)
+	states := fleettest.ReadN(t, done, len(keys), 60*time.Second)
+	f.expectOneEach(completed, keys, 30*time.Second)
+	terminal := map[string]time.Time{}
+	for _, b := range f.vendorBatches() {
+		terminal[b.ID] = b.TerminalAt
+	}
+	var lat []time.Duration
+	for _, st := range states {
+		at, ok := terminal[st.BatchID]
+		require.True(t, ok && !at.IsZero(), "terminal time of %s", st.BatchID)
+		lat = append(lat, st.At.Sub(at))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p50, p99 := lat[len(lat)/2], lat[(len(lat)*99+99)/100-1]
+	t.Logf("detection latency vendor terminal -> batch.state.completed over %d batches: p50 %s, p99 %s, max %s",
+		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	require.Less(t, p99, time.Second)
 }
