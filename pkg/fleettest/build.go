@@ -73,7 +73,11 @@ func BuildBinary(t testing.TB, pkg string) string {
 			return
 		}
 		out := filepath.Join(sub, path.Base(importPath))
-		cmd := exec.Command(goTool(), "build", "-o", out, importPath)
+		args := []string{"build", "-o", out}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command(goTool(), append(args, importPath)...)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			e.err = fmt.Errorf("go build %s: %w\n%s", importPath, err, b)

@@ -81,6 +81,15 @@ func StartProcess(t testing.TB, bin string, env []string, name string) *Process 
 
 	t.Cleanup(func() {
 		p.Kill()
+		// A data race in the child (built with -race when the tests are)
+		// fails the test that started it.
+		for i, l := range p.Lines() {
+			if strings.Contains(l, "WARNING: DATA RACE") {
+				lines := p.Lines()
+				t.Errorf("data race in %s:\n%s", name, strings.Join(lines[i:min(i+60, len(lines))], "\n"))
+				break
+			}
+		}
 		if t.Failed() {
 			lines := p.Lines()
 			from := max(len(lines)-dumpLines, 0)

@@ -1,0 +1,608 @@
+package pollbench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/emulator"
+	"github.com/batchfleet/batchfleet/pkg/fleettest"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/poll"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// scenario is one measured run: N batches tracked by Pollers poller
+// processes with one strategy.
+type scenario struct {
+	Jobs     int
+	Strategy string
+	// Observe bounds the run after the claims are published; zero waits
+	// for every batch's batch.state.completed event (up to a safety bound).
+	Observe time.Duration
+
+	Pollers, Concurrency int
+	Initial, Max         time.Duration // POLL_INITIAL_INTERVAL, POLL_MAX_INTERVAL
+
+	// Vendor timings: a batch validates for Validating plus its share of
+	// Stagger (0..Stagger, by creation wave), runs InProgress, finalizes
+	// for Finalizing, then completes.
+	Validating, InProgress, Finalizing, Stagger time.Duration
+}
+
+func (s scenario) lifetime() (lo, hi time.Duration) {
+	lo = s.Validating + s.InProgress + s.Finalizing
+	return lo, lo + s.Stagger
+}
+
+// scales parses POLLBENCH_JOBS: comma-separated job counts, each optionally
+// "@<duration>" to observe the run for that long after the claims are
+// published instead of waiting for every completion.
+func scales(spec string) ([]scenario, error) {
+	var out []scenario
+	for f := range strings.SplitSeq(spec, ",") {
+		n, obs, _ := strings.Cut(strings.TrimSpace(f), "@")
+		jobs, err := strconv.Atoi(n)
+		if err != nil || jobs < 1 {
+			return nil, fmt.Errorf("POLLBENCH_JOBS: bad job count %q", n)
+		}
+		s := scenario{Jobs: jobs}
+		if obs != "" {
+			if s.Observe, err = time.ParseDuration(obs); err != nil {
+				return nil, fmt.Errorf("POLLBENCH_JOBS: %w", err)
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func envDur(b *testing.B, name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return d
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return n
+}
+
+// scenarios returns every run of the benchmark: each scale of
+// POLLBENCH_JOBS with each strategy of POLLBENCH_STRATEGIES.
+//
+// Defaults: 4,000 jobs (what the fixed baseline sustains on two cores:
+// 2,000 GETs/s) tracked to completion, then 100,000 jobs observed for 150s.
+// Intervals 2s..60s; the fixed baseline polls every 2s (the adaptive
+// initial interval: equal footing). A batch validates 5s plus 0..60s
+// (completions staggered over a minute), runs 60s, finalizes 10s.
+func scenarios(b *testing.B) []scenario {
+	sc, err := scales(cmpOr(os.Getenv("POLLBENCH_JOBS"), "4000,100000@150s"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := scenario{
+		Pollers:     envInt(b, "POLLBENCH_POLLERS", 2),
+		Concurrency: envInt(b, "POLLBENCH_CONCURRENCY", 64),
+		Initial:     envDur(b, "POLLBENCH_INITIAL", 2*time.Second),
+		Max:         envDur(b, "POLLBENCH_MAX", 60*time.Second),
+		Validating:  envDur(b, "POLLBENCH_VALIDATING", 5*time.Second),
+		InProgress:  envDur(b, "POLLBENCH_IN_PROGRESS", 60*time.Second),
+		Finalizing:  envDur(b, "POLLBENCH_FINALIZING", 10*time.Second),
+		Stagger:     envDur(b, "POLLBENCH_STAGGER", 60*time.Second),
+	}
+	var out []scenario
+	for _, s := range sc {
+		for st := range strings.SplitSeq(cmpOr(os.Getenv("POLLBENCH_STRATEGIES"), "adaptive,fixed"), ",") {
+			r := base
+			r.Jobs, r.Observe, r.Strategy = s.Jobs, s.Observe, strings.TrimSpace(st)
+			if r.Strategy != poll.StrategyAdaptive && r.Strategy != poll.StrategyFixed {
+				b.Fatalf("POLLBENCH_STRATEGIES: unknown strategy %q", r.Strategy)
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// BenchmarkPoll tracks POLLBENCH_JOBS active vendor batches with real
+// poller processes, per strategy, and prints the figures; see the package
+// doc. Run it with -benchtime 1x: each run takes minutes.
+func BenchmarkPoll(b *testing.B) {
+	bin := fleettest.BuildBinary(b, "cmd/poller")
+	var results []*result
+	for _, sc := range scenarios(b) {
+		b.Run(fmt.Sprintf("jobs=%d/%s", sc.Jobs, sc.Strategy), func(b *testing.B) {
+			r := runScenario(b, bin, sc)
+			r.report(b)
+			results = append(results, r)
+		})
+	}
+	printSummary(os.Stdout, results)
+}
+
+// result holds one run's raw observations and derived figures.
+type result struct {
+	sc scenario
+
+	seedTook, publishTook time.Duration
+	ran                   time.Duration // claims published -> last completion (or end of observation)
+	completed             int
+	gets                  int64
+	getsByPoller          []int64
+	getsPerCompleted      []int // GETs of each completed batch
+	latency               []time.Duration
+	missed                int // completed events without a terminal time (should be 0)
+	intervals             []time.Duration
+	mem                   []procMem // per poller: idle before claims (RSS) ...
+	idle                  []procMem
+	peakRSS               []int64 // highest VmRSS sampled while tracking
+	cpu                   []time.Duration
+	peakRate              float64 // highest GETs/s over a 5s window, all pollers
+	listCalls, sweeps     int
+	trackedAtPeak         int
+}
+
+// runScenario runs one scenario on its own NATS, Redis and emulator.
+func runScenario(b *testing.B, bin string, sc scenario) *result {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	r := &result{sc: sc}
+
+	nats := fleettest.StartNATS(b)
+	_, js := fleettest.Connect(b, nats.URL())
+	rds := fleettest.StartRedis(b)
+	clock := &staggerClock{}
+	emu := emulator.New(emulator.Config{
+		Clock: clock, ValidatingFor: sc.Validating, InProgressFor: sc.InProgress, FinalizingFor: sc.Finalizing,
+		CallLogSize: 1000,
+	})
+	b.Cleanup(emu.Close)
+	m := newMeter(emu)
+	srv := httptest.NewServer(m) // 127.0.0.1: reachable by the poller processes
+	b.Cleanup(srv.Close)
+	hc := srv.Client()
+	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+
+	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Work, stream.Events); err != nil {
+		b.Fatal(err)
+	}
+	store, err := jobstore.Open(ctx, js, jobstore.Settings{})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// 1. Seed the vendor: n batches, completions staggered.
+	key := func(i int) string { return fmt.Sprintf("pollbench-%07d", i) }
+	began := time.Now()
+	ids, err := seed(ctx, vendorClient{hc: hc, base: srv.URL + "/v1"}, clock, sc.Jobs, sc.Stagger, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.seedTook = time.Since(began)
+	b.Logf("seeded %d batches in %s", sc.Jobs, r.seedTook.Round(time.Millisecond))
+
+	// 2. Count batch.state.completed events as they are published.
+	ev := watchCompleted(b, ctx, js)
+
+	// 3. Start the pollers and wait until they pull.
+	procs := make([]*fleettest.Process, sc.Pollers)
+	pids := make([]int, sc.Pollers)
+	keys := make([]string, sc.Pollers)
+	for i := range procs {
+		keys[i] = fmt.Sprintf("pollbench-poller-%d", i)
+		marker := fmt.Sprintf("POLLBENCH_PROC=%d-%s-%d-%d", os.Getpid(), sc.Strategy, sc.Jobs, i)
+		procs[i] = fleettest.StartProcess(b, bin, []string{
+			"NATS_URL=" + nats.URL(), "REDIS_URL=" + rds.URL(),
+			"OPENAI_BASE_URL=" + srv.URL + "/v1", "OPENAI_API_KEY=" + keys[i],
+			"POLL_INITIAL_INTERVAL=" + sc.Initial.String(), "POLL_MAX_INTERVAL=" + sc.Max.String(),
+			"POLL_STRATEGY=" + sc.Strategy, "POLL_RATE=0", "POLL_CONCURRENCY=" + strconv.Itoa(sc.Concurrency),
+			"LOG_LEVEL=warn", "STOP_TIMEOUT=5s", marker,
+		}, fmt.Sprintf("poller-%d", i))
+		fleettest.WaitFor(b, 30*time.Second, func() bool {
+			pids[i], err = findPID(marker)
+			return err == nil
+		}, "poller process visible in /proc")
+	}
+	fleettest.WaitFor(b, 60*time.Second, func() bool {
+		c, err := js.Consumer(ctx, stream.Work, stream.ConsumerPollers)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumWaiting >= sc.Pollers
+	}, "pollers pulling claims")
+	time.Sleep(time.Second) // let start-up settle before the idle reading
+	for _, pid := range pids {
+		mem, err := readProcMem(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.idle = append(r.idle, mem)
+		cpu, err := readProcCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.cpu = append(r.cpu, -cpu)
+	}
+
+	// 4. Sample GETs, completions and poller memory every second.
+	t0 := time.Now()
+	smp := startSampler(ctx, m, ev, pids)
+
+	// 5. Hand every batch to the pollers, as a submitter does: the poll
+	// state record, then the claim.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, id := range ids {
+		g.Go(func() error {
+			st := &jobstore.Poll{BatchID: id, JobKey: key(i), Key: key(i), Attempt: 1, CreatedAt: time.Now().UTC()}
+			if err := store.PutPoll(gctx, st); err != nil {
+				return err
+			}
+			_, err := stream.Publish(gctx, js, stream.SubjectPoll,
+				stream.PollTask{BatchID: id, JobKey: key(i), Key: key(i), Attempt: 1}, stream.WithMsgID(id+":poll"))
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	r.publishTook = time.Since(t0)
+	b.Logf("published %d claims in %s", sc.Jobs, r.publishTook.Round(time.Millisecond))
+
+	// 6. Wait for every completion, or the end of the observation.
+	_, hi := sc.lifetime()
+	deadline := t0.Add(hi + 5*time.Minute)
+	if sc.Observe > 0 {
+		deadline = t0.Add(sc.Observe)
+	}
+	for ev.count() < sc.Jobs && time.Now().Before(deadline) {
+		for i, p := range procs {
+			select {
+			case <-p.Done():
+				b.Fatalf("poller %d exited", i)
+			default:
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if sc.Observe == 0 {
+		r.ran = ev.last().Sub(t0)
+	} else {
+		r.ran = time.Since(t0)
+	}
+	for i, pid := range pids {
+		cpu, err := readProcCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.cpu[i] += cpu
+		mem, err := readProcMem(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.mem = append(r.mem, mem)
+	}
+	samples := smp.stop()
+	for i, p := range procs {
+		if err := p.Stop(15 * time.Second); err != nil {
+			b.Logf("poller %d stop: %v", i, err)
+		}
+	}
+	if sc.Observe == 0 && ev.count() < sc.Jobs {
+		b.Fatalf("only %d of %d batches completed within %s", ev.count(), sc.Jobs, hi+5*time.Minute)
+	}
+
+	// 7. Derive the figures.
+	r.gets = m.gets()
+	for _, k := range keys {
+		r.getsByPoller = append(r.getsByPoller, m.getsBy(k))
+	}
+	r.intervals = m.intervalSample()
+	r.peakRSS, r.peakRate, r.trackedAtPeak = samples.peaks(len(pids))
+	terminal := map[string]time.Time{}
+	terms := make([]time.Time, len(ids))
+	for i, bi := range emu.Batches() { // oldest first: creation order, as ids
+		terminal[bi.ID] = bi.TerminalAt
+		if i < len(terms) {
+			terms[i] = bi.TerminalAt
+		}
+	}
+	seen := ev.snapshot()
+	var done []string
+	for id, at := range seen {
+		t := terminal[id]
+		if t.IsZero() {
+			r.missed++
+			continue
+		}
+		r.latency = append(r.latency, at.Sub(t))
+		done = append(done, id)
+	}
+	r.completed = len(seen)
+	r.getsPerCompleted = m.getsOf(done)
+	end := t0.Add(r.ran)
+	r.listCalls, r.sweeps = listSweep(terms, t0, end, sc.Initial)
+	if emuGets := emu.Stats().CallsByOp[emulator.OpGet]; emuGets != r.gets {
+		b.Fatalf("emulator counted %d GETs, the meter %d", emuGets, r.gets)
+	}
+	return r
+}
+
+// completions collects batch.state.completed events: batch id -> the
+// time JetStream stored the event (its publish time).
+type completions struct {
+	mu     sync.Mutex
+	at     map[string]time.Time
+	n      atomic.Int64
+	newest time.Time
+}
+
+func (c *completions) count() int { return int(c.n.Load()) }
+
+func (c *completions) last() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.newest
+}
+
+func (c *completions) snapshot() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Time, len(c.at))
+	for k, v := range c.at {
+		out[k] = v
+	}
+	return out
+}
+
+func watchCompleted(b *testing.B, ctx context.Context, js jetstream.JetStream) *completions {
+	c := &completions{at: map[string]time.Time{}}
+	cons, err := js.OrderedConsumer(ctx, stream.Events, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contract.StateSubject(contract.StatusCompleted)},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var ev contract.State
+		md, err := m.Metadata()
+		if err != nil || json.Unmarshal(m.Data(), &ev) != nil {
+			return
+		}
+		c.mu.Lock()
+		if _, dup := c.at[ev.BatchID]; !dup {
+			c.at[ev.BatchID] = md.Timestamp
+			c.n.Add(1)
+			if md.Timestamp.After(c.newest) {
+				c.newest = md.Timestamp
+			}
+		}
+		c.mu.Unlock()
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cc.Stop()
+		<-cc.Closed()
+	})
+	return c
+}
+
+// sample is one reading of the sampler.
+type sample struct {
+	at        time.Time
+	gets      int64
+	completed int
+	rss       []int64
+}
+
+type samples []sample
+
+// peaks returns the highest VmRSS of each poller, the highest GET rate over
+// a 5s window and how many batches were still tracked at the RSS peak.
+func (s samples) peaks(pollers int) (rss []int64, rate float64, tracked int) {
+	rss = make([]int64, pollers)
+	var best int64
+	for i, x := range s {
+		var sum int64
+		for p, v := range x.rss {
+			rss[p] = max(rss[p], v)
+			sum += v
+		}
+		if sum > best {
+			best, tracked = sum, x.completed
+		}
+		for j := i - 1; j >= 0; j-- {
+			if d := x.at.Sub(s[j].at); d >= 5*time.Second {
+				rate = max(rate, float64(x.gets-s[j].gets)/d.Seconds())
+				break
+			}
+		}
+	}
+	return rss, rate, tracked
+}
+
+type sampler struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	out    samples
+}
+
+func startSampler(ctx context.Context, m *meter, ev *completions, pids []int) *sampler {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &sampler{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			x := sample{at: time.Now(), gets: m.gets(), completed: ev.count()}
+			for _, pid := range pids {
+				mem, _ := readProcMem(pid)
+				x.rss = append(x.rss, mem.RSS)
+			}
+			s.out = append(s.out, x)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) stop() samples {
+	s.cancel()
+	<-s.done
+	return s.out
+}
+
+// report prints the run's figures as benchmark metrics.
+func (r *result) report(b *testing.B) {
+	n := float64(r.sc.Jobs)
+	lat := sortedCopy(r.latency)
+	b.ReportMetric(float64(r.gets)/n, "gets/job")
+	b.ReportMetric(mean(r.getsPerCompleted), "gets/completed-job")
+	b.ReportMetric(float64(r.completed), "completed")
+	b.ReportMetric(float64(percentile(lat, 0.50))/1e6, "p50-detect-ms")
+	b.ReportMetric(float64(percentile(lat, 0.99))/1e6, "p99-detect-ms")
+	b.ReportMetric(float64(sum(r.peakRSS))/n, "rss-B/job")
+	b.ReportMetric(float64(sum(r.peakRSS)-sumIdle(r.idle))/n, "rss-growth-B/job")
+	b.ReportMetric(float64(r.gets)/r.ran.Seconds()/float64(r.sc.Pollers), "polls/s/poller")
+	b.ReportMetric(float64(r.listCalls)/n, "list-sweep-calls/job")
+}
+
+func sum(s []int64) int64 {
+	var t int64
+	for _, v := range s {
+		t += v
+	}
+	return t
+}
+
+func sumIdle(s []procMem) int64 {
+	var t int64
+	for _, v := range s {
+		t += v.RSS
+	}
+	return t
+}
+
+// printSummary prints every run side by side.
+func printSummary(out *os.File, rs []*result) {
+	if len(rs) == 0 {
+		return
+	}
+	sc := rs[0].sc
+	lo, hi := sc.lifetime()
+	fmt.Fprintf(out, "\n=== poll benchmark: %d poller process(es) x POLL_CONCURRENCY=%d, POLL_RATE=0 (no limiter), Redis poll lock on ===\n",
+		sc.Pollers, sc.Concurrency)
+	fmt.Fprintf(out, "intervals: adaptive %s..%s (x2 per unchanged poll, +-20%% jitter, %s while finalizing); fixed every %s (no jitter)\n",
+		sc.Initial, sc.Max, sc.Initial, sc.Initial)
+	fmt.Fprintf(out, "vendor: 1-request batches; validating %s + 0..%s stagger, in_progress %s, finalizing %s => each completes %s..%s after seeding began\n",
+		sc.Validating, sc.Stagger, sc.InProgress, sc.Finalizing, lo, hi)
+	fmt.Fprintf(out, "detection latency = JetStream time of batch.state.completed - emulator terminal_at\n\n")
+
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "jobs\tstrategy\tobserved\tcompleted\tGETs/job\tGETs/completed job\tdetect p50\tdetect p99\tdetect max\tpoll interval p50/p99\tpolls/s/poller (peak all)\tCPU/poll\tRSS idle->peak (all pollers)\tRSS/job\tRSS growth/job\t")
+	for _, r := range rs {
+		n := float64(r.sc.Jobs)
+		lat := sortedCopy(r.latency)
+		iv := sortedCopy(r.intervals)
+		obs := "to completion"
+		if r.sc.Observe > 0 {
+			obs = r.sc.Observe.String()
+		}
+		var perPoller []string
+		for _, g := range r.getsByPoller {
+			perPoller = append(perPoller, fmt.Sprintf("%.0f", float64(g)/r.ran.Seconds()))
+		}
+		cpuPerPoll := time.Duration(0)
+		if r.gets > 0 {
+			cpuPerPoll = time.Duration(int64(sumDur(r.cpu)) / r.gets)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%.2f\t%.2f\t%s\t%s\t%s\t%s / %s\t%s (%.0f)\t%s\t%s -> %s\t%s\t%s\t\n",
+			r.sc.Jobs, r.sc.Strategy, obs, r.completed,
+			float64(r.gets)/n, mean(r.getsPerCompleted),
+			ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)),
+			ms(percentile(iv, 0.5)), ms(percentile(iv, 0.99)),
+			strings.Join(perPoller, "+"), r.peakRate,
+			cpuPerPoll.Round(time.Microsecond),
+			mib(sumIdle(r.idle)), mib(sum(r.peakRSS)),
+			kib(float64(sum(r.peakRSS))/n), kib(float64(sum(r.peakRSS)-sumIdle(r.idle))/n))
+	}
+	w.Flush()
+
+	fmt.Fprintf(out, "\nList sweep (computed, not run): list newest first, 100 per page, every %s down to the oldest active batch\n", sc.Initial)
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "jobs\tover run of\tsweeps\tList calls\tcalls/job\tvs GETs/job\tdetect (expected)\t")
+	for _, r := range rs {
+		if r.sc.Strategy != poll.StrategyAdaptive && len(rs) > 1 && hasStrategy(rs, r.sc.Jobs, poll.StrategyAdaptive) {
+			continue // one row per scale: the sweep does not depend on the strategy
+		}
+		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%.2f\t%.2f (%s)\t~%s avg, <%s\t\n", r.sc.Jobs, r.ran.Round(time.Second), r.sweeps, r.listCalls,
+			float64(r.listCalls)/float64(r.sc.Jobs), float64(r.gets)/float64(r.sc.Jobs), r.sc.Strategy, ms(sc.Initial/2), ms(sc.Initial))
+	}
+	w.Flush()
+	for _, r := range rs {
+		if r.missed > 0 {
+			fmt.Fprintf(out, "WARNING: %s/%d: %d completed events without an emulator terminal time\n", r.sc.Strategy, r.sc.Jobs, r.missed)
+		}
+	}
+	fmt.Fprintln(out)
+}
+
+func hasStrategy(rs []*result, jobs int, strategy string) bool {
+	for _, r := range rs {
+		if r.sc.Jobs == jobs && r.sc.Strategy == strategy {
+			return true
+		}
+	}
+	return false
+}
+
+func sumDur(s []time.Duration) time.Duration {
+	var t time.Duration
+	for _, v := range s {
+		t += v
+	}
+	return t
+}

@@ -1,0 +1,175 @@
+package pollbench
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// procMem is a process's memory from /proc/<pid>/status, in bytes.
+type procMem struct {
+	RSS, HWM int64 // VmRSS (now), VmHWM (peak RSS since start)
+}
+
+func readProcMem(pid int) (procMem, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procMem{}, err
+	}
+	return parseProcStatus(data)
+}
+
+func parseProcStatus(data []byte) (procMem, error) {
+	var m procMem
+	found := 0
+	s := bufio.NewScanner(bytes.NewReader(data))
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return m, fmt.Errorf("parse %s: %q", k, v)
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("parse %s: %w", k, err)
+		}
+		if k == "VmRSS" {
+			m.RSS = n << 10
+		} else {
+			m.HWM = n << 10
+		}
+		found++
+	}
+	if found != 2 {
+		return m, errors.New("VmRSS or VmHWM missing")
+	}
+	return m, nil
+}
+
+// readProcCPU returns the user+system CPU time a process used so far.
+// /proc reports clock ticks of USER_HZ, which Linux fixes at 100.
+func readProcCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseProcStat(data)
+}
+
+func parseProcStat(data []byte) (time.Duration, error) {
+	// The command name (field 2) may hold spaces; fields after its ')' are fixed.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("stat: too few fields")
+	}
+	// f[0] is field 3 (state), so utime (14) and stime (15) are f[11], f[12].
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// findPID finds the process whose environment holds marker (KEY=value).
+// fleettest.Process does not expose its pid; every poller process gets a
+// unique POLLBENCH_PROC marker instead.
+func findPID(marker string) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	want := []byte(marker + "\x00")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		if bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...)) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no process with %s", marker)
+}
+
+// percentile returns the q-quantile (0 < q <= 1) of sorted by the
+// nearest-rank method; zero for an empty sample.
+func percentile[T any](sorted []T, q float64) T {
+	var zero T
+	if len(sorted) == 0 {
+		return zero
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func sortedCopy[T int | time.Duration](s []T) []T {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
+
+func mean[T int | time.Duration](s []T) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, v := range s {
+		sum += float64(v)
+	}
+	return sum / float64(len(s))
+}
+
+// listSweep estimates a List-based tracker for the same workload: every
+// interval from start to end it lists batches newest first, 100 a page,
+// until it has passed the oldest batch still active, so a sweep costs
+// ceil(batches created since the oldest active one / 100) calls. terminal
+// holds each batch's terminal time (zero: not terminal) in creation order;
+// every batch exists from start (the emulator lists this run's batches
+// only: a real account's other batches would add pages). It returns the
+// calls and the sweeps made.
+func listSweep(terminal []time.Time, start, end time.Time, interval time.Duration) (calls, sweeps int) {
+	n := len(terminal)
+	active := func(i int, t time.Time) bool { return terminal[i].IsZero() || terminal[i].After(t) }
+	oldest := 0 // batches before it were terminal at an earlier sweep, so are now
+	for t := start; !t.After(end); t = t.Add(interval) {
+		for oldest < n && !active(oldest, t) {
+			oldest++
+		}
+		sweeps++
+		calls += max((n-oldest+99)/100, 1) // one page at least, to see nothing is active
+	}
+	return calls, sweeps
+}
+
+func kib(b float64) string { return fmt.Sprintf("%.2f KiB", b/1024) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func ms(d time.Duration) string {
+	if d < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
