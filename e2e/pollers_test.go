@@ -111,3 +111,99 @@ func TestVendorWebhooksDetectCompletionFast(t *testing.T) {
 		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	require.Less(t, p99, time.Second)
 }
+
+// batch.cancel cancels the vendor batch; what finished is kept, the job
+// ends cancelled, and no retry starts.
+func TestCancelOnRequest(t *testing.T) {
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"RETRY_BACKOFF=100ms"}})
+	f.startAll()
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	inProgress := subscribe[contract.State](f, contract.StateSubject(contract.StatusInProgress))
+	cancelled := subscribe[contract.State](f, contract.StateSubject(contract.StatusCancelled))
+	reqs := items("cancel-me", 2, "never-finish", 2)
+	f.publish(contract.Request{IdempotencyKey: "cancel-me", Requests: reqs}, true)
+	fleettest.ReadN(t, inProgress, 1, 30*time.Second)
+	// Wait until the good requests ran, so there is something to keep.
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
+		for _, b := range f.vendorBatches() {
+			if b.RequestCounts.Completed == 2 {
+				return true
+			}
+		}
+		return false
+	}, "two requests completed at the vendor")
+	f.publishRaw(contract.SubjectCancel, []byte(`{"idempotency_key":"cancel-me"}`), "")
+	// Unknown and repeated cancels are ignored.
+	f.publishRaw(contract.SubjectCancel, []byte(`{"idempotency_key":"no-such-job"}`), "")
+	fleettest.ReadN(t, cancelled, 1, 30*time.Second)
+	ev := fleettest.ReadN(t, completed, 1, 30*time.Second)[0]
+	require.Equal(t, contract.OutcomeCancelled, ev.Outcome)
+	require.Equal(t, contract.Counts{Total: 4, Completed: 2, Failed: 2}, ev.RequestCounts)
+	require.Len(t, ev.BatchIDs, 1, "no retry after a cancel")
+	res := f.mergedResults("cancel-me", reqs)
+	require.Equal(t, "succeeded", res["cancel-me-ok-0"]["status"])
+	f.publishRaw(contract.SubjectCancel, []byte(`{"idempotency_key":"cancel-me"}`), "")
+	f.noMore(completed, "cancel-sentinel")
+}
+
+// The TimeoutManager: a soft-timeout warning, then at the hard timeout
+// the configured action; with "retry" the unrun requests are cancelled and
+// retried as a new batch.
+func TestTimeouts(t *testing.T) {
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"RETRY_BACKOFF=100ms", "MAX_RETRY_ATTEMPTS=1",
+		"POLL_SOFT_TIMEOUT=1s", "POLL_HARD_TIMEOUT=3s", "POLL_TIMEOUT_ACTION=retry"}})
+	f.startAll()
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	warnings := subscribe[contract.Warning](f, contract.SubjectWarning)
+	retries := subscribe[contract.Retry](f, contract.SubjectRetry)
+	reqs := items("slow", 2, "never-finish", 1)
+	f.publish(contract.Request{IdempotencyKey: "slow", Requests: reqs}, true)
+	w := fleettest.ReadN(t, warnings, 2, 30*time.Second)
+	require.Equal(t, contract.WarningSoftTimeout, w[0].Kind)
+	require.Equal(t, contract.WarningHardTimeout, w[1].Kind)
+	require.Equal(t, "retry", w[1].Action)
+	r := fleettest.ReadN(t, retries, 1, 30*time.Second)[0]
+	require.Equal(t, 1, r.FailedCount)
+	ev := fleettest.ReadN(t, completed, 1, 60*time.Second)[0]
+	require.Equal(t, contract.OutcomePartial, ev.Outcome)
+	require.Equal(t, contract.Counts{Total: 3, Completed: 2, Failed: 1}, ev.RequestCounts)
+	require.Len(t, ev.BatchIDs, 2)
+}
+
+// SIGTERM: a worker stops taking work and exits within 10s; the jobs it
+// held complete once, through its peers or its successor.
+func TestGracefulStop(t *testing.T) {
+	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_LATENCY=100ms"}})
+	subs := f.start("submitter", 2)
+	polls := f.start("poller", 1)
+	f.start("notifier", 1)
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	keys := f.publishJobs("term", 30, 2, true)
+	for _, p := range []interface{ Stop(time.Duration) error }{subs[0], polls[0]} {
+		start := time.Now()
+		require.NoError(t, p.Stop(10*time.Second), "exit status after SIGTERM")
+		t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
+	}
+	f.start("poller", 1)
+	f.expectOneEach(completed, keys, 120*time.Second)
+	f.noMore(completed, "term-sentinel")
+}
+
+// The whole fleet and the NATS server restart mid-run: no job is lost.
+func TestFleetRestartLosesNothing(t *testing.T) {
+	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_IN_PROGRESS_FOR=3s"}})
+	f.startAll()
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	inProgress := subscribe[contract.State](f, contract.StateSubject(contract.StatusInProgress))
+	keys := f.publishJobs("restart", 10, 2, true)
+	fleettest.ReadN(t, inProgress, 3, 30*time.Second)
+	for _, kind := range []string{"submitter", "poller", "notifier"} {
+		for _, p := range f.procs[kind] {
+			p.Kill()
+		}
+	}
+	f.NATS.Restart(t)
+	f.Redis.Restart(t)
+	f.startAll()
+	f.expectOneEach(completed, keys, 120*time.Second)
+}
