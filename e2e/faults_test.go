@@ -179,3 +179,46 @@ func TestAdmissionCap(t *testing.T) {
 	require.Equal(t, 3, st.MaxActive, "the cap was reached (the test exercised it)")
 	t.Logf("emulator: %d batches created, max active at once %d", st.BatchesCreated, st.MaxActive)
 }
+
+// The vendor refuses batches beyond its enqueued token limit
+// (token_limit_exceeded): they are re-queued after a delay, never
+// reported failed, and the re-queues do not use up the retry budget.
+// With the fleet's own per-model budget set, the vendor never refuses one.
+func TestTokenLimit(t *testing.T) {
+	for _, fleetBudget := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fleet_budget=%v", fleetBudget), func(t *testing.T) {
+			env := []string{"TOKEN_LIMIT_REQUEUE_DELAY=300ms", "MAX_RETRY_ATTEMPTS=0"}
+			if fleetBudget {
+				env = append(env, "ENQUEUED_TOKEN_LIMITS=gpt-4o-mini=15")
+			}
+			f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_ENQUEUED_TOKEN_LIMIT=15"}, WorkerEnv: env})
+			f.start("submitter", 2)
+			f.start("poller", 1)
+			f.start("notifier", 1)
+			completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+			retries := subscribe[contract.Retry](f, contract.SubjectRetry)
+			queued := subscribe[contract.State](f, contract.StateSubject(contract.StatusQueued))
+			keys := f.publishJobs("tokens", 4, 2, true)
+			for _, ev := range fleettest.ReadN(t, completed, len(keys), 120*time.Second) {
+				require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, ev.IdempotencyKey)
+				require.Equal(t, contract.Counts{Total: 2, Completed: 2}, ev.RequestCounts)
+			}
+			refused := 0
+			for _, b := range f.vendorBatches() {
+				if b.Status == emulator.StatusFailed {
+					refused++
+				}
+			}
+			if fleetBudget {
+				require.Zero(t, refused, "the fleet's budget kept every batch under the vendor's limit")
+				require.NotEmpty(t, fleettest.ReadN(t, queued, 1, 5*time.Second), "waits reported as batch.state.queued")
+				return
+			}
+			require.Positive(t, refused, "the vendor refused some batches (the test exercised the limit)")
+			for _, r := range fleettest.ReadN(t, retries, refused, 10*time.Second) {
+				require.Equal(t, "token_limit_exceeded", r.Reason)
+			}
+			t.Logf("%d batches refused for the token limit, all re-queued", refused)
+		})
+	}
+}

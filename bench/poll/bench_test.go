@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,12 +101,12 @@ func envInt(b *testing.B, name string, def int) int {
 // POLLBENCH_JOBS with each strategy of POLLBENCH_STRATEGIES.
 //
 // Defaults: 4,000 jobs (what the fixed baseline sustains on two cores:
-// 2,000 GETs/s) tracked to completion, then 100,000 jobs observed for 150s.
+// 2,000 GETs/s) tracked to completion, then 100,000 jobs observed for 90s.
 // Intervals 2s..60s; the fixed baseline polls every 2s (the adaptive
 // initial interval: equal footing). A batch validates 5s plus 0..60s
 // (completions staggered over a minute), runs 60s, finalizes 10s.
 func scenarios(b *testing.B) []scenario {
-	sc, err := scales(cmpOr(os.Getenv("POLLBENCH_JOBS"), "4000,100000@150s"))
+	sc, err := scales(cmpOr(os.Getenv("POLLBENCH_JOBS"), "4000,100000@90s"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -168,13 +170,13 @@ type result struct {
 	latency               []time.Duration
 	missed                int // completed events without a terminal time (should be 0)
 	intervals             []time.Duration
-	mem                   []procMem // per poller: idle before claims (RSS) ...
-	idle                  []procMem
-	peakRSS               []int64 // highest VmRSS sampled while tracking
-	cpu                   []time.Duration
-	peakRate              float64 // highest GETs/s over a 5s window, all pollers
+	idle                  []procMem       // per poller, once pulling, before any claim
+	end                   []procMem       // per poller, at the end: VmHWM is the peak
+	peakRSS               []int64         // per poller, highest VmRSS sampled while tracking
+	trackedAtPeak         int             // batches not yet completed when the RSS sum peaked
+	cpu                   []time.Duration // per poller, CPU used from the first claim to the end
+	peakRate              float64         // highest GETs/s over a 5s window, all pollers
 	listCalls, sweeps     int
-	trackedAtPeak         int
 }
 
 // runScenario runs one scenario on its own NATS, Redis and emulator.
@@ -216,7 +218,20 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 	r.seedTook = time.Since(began)
 	b.Logf("seeded %d batches in %s", sc.Jobs, r.seedTook.Round(time.Millisecond))
 
-	// 2. Count batch.state.completed events as they are published.
+	// 2. Record each batch's poll state, as a submitter does before it
+	// hands the batch over (a webhook may arrive before the first poll).
+	began = time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, id := range ids {
+		g.Go(func() error {
+			return store.PutPoll(gctx, &jobstore.Poll{BatchID: id, JobKey: key(i), Key: key(i), Attempt: 1, CreatedAt: time.Now().UTC()})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("stored %d poll states in %s", sc.Jobs, time.Since(began).Round(time.Millisecond))
 	ev := watchCompleted(b, ctx, js)
 
 	// 3. Start the pollers and wait until they pull.
@@ -264,23 +279,30 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 	t0 := time.Now()
 	smp := startSampler(ctx, m, ev, pids)
 
-	// 5. Hand every batch to the pollers, as a submitter does: the poll
-	// state record, then the claim.
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(64)
-	for i, id := range ids {
-		g.Go(func() error {
-			st := &jobstore.Poll{BatchID: id, JobKey: key(i), Key: key(i), Attempt: 1, CreatedAt: time.Now().UTC()}
-			if err := store.PutPoll(gctx, st); err != nil {
-				return err
+	// 5. Hand every batch to the pollers: one claim each, published
+	// asynchronously so the burst is short.
+	for lo := 0; lo < len(ids); lo += 2000 {
+		var acks []jetstream.PubAckFuture
+		for i := lo; i < min(lo+2000, len(ids)); i++ {
+			data, err := json.Marshal(stream.PollTask{BatchID: ids[i], JobKey: key(i), Key: key(i), Attempt: 1})
+			if err != nil {
+				b.Fatal(err)
 			}
-			_, err := stream.Publish(gctx, js, stream.SubjectPoll,
-				stream.PollTask{BatchID: id, JobKey: key(i), Key: key(i), Attempt: 1}, stream.WithMsgID(id+":poll"))
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		b.Fatal(err)
+			a, err := js.PublishAsync(stream.SubjectPoll, data, jetstream.WithMsgID(ids[i]+":poll"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			acks = append(acks, a)
+		}
+		for _, a := range acks {
+			select {
+			case <-a.Ok():
+			case err := <-a.Err():
+				b.Fatalf("publish claim: %v", err)
+			case <-time.After(time.Minute):
+				b.Fatal("claim not acknowledged within 1m")
+			}
+		}
 	}
 	r.publishTook = time.Since(t0)
 	b.Logf("published %d claims in %s", sc.Jobs, r.publishTook.Round(time.Millisecond))
@@ -316,7 +338,7 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r.mem = append(r.mem, mem)
+		r.end = append(r.end, mem)
 	}
 	samples := smp.stop()
 	for i, p := range procs {
@@ -334,7 +356,9 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 		r.getsByPoller = append(r.getsByPoller, m.getsBy(k))
 	}
 	r.intervals = m.intervalSample()
-	r.peakRSS, r.peakRate, r.trackedAtPeak = samples.peaks(len(pids))
+	var doneAtPeak int
+	r.peakRSS, r.peakRate, doneAtPeak = samples.peaks(len(pids))
+	r.trackedAtPeak = sc.Jobs - doneAtPeak
 	terminal := map[string]time.Time{}
 	terms := make([]time.Time, len(ids))
 	for i, bi := range emu.Batches() { // oldest first: creation order, as ids
@@ -504,8 +528,8 @@ func (r *result) report(b *testing.B) {
 	b.ReportMetric(float64(r.completed), "completed")
 	b.ReportMetric(float64(percentile(lat, 0.50))/1e6, "p50-detect-ms")
 	b.ReportMetric(float64(percentile(lat, 0.99))/1e6, "p99-detect-ms")
-	b.ReportMetric(float64(sum(r.peakRSS))/n, "rss-B/job")
-	b.ReportMetric(float64(sum(r.peakRSS)-sumIdle(r.idle))/n, "rss-growth-B/job")
+	b.ReportMetric(float64(sumHWM(r.end))/n, "hwm-B/job")
+	b.ReportMetric(float64(sumHWM(r.end)-sumIdle(r.idle))/n, "hwm-growth-B/job")
 	b.ReportMetric(float64(r.gets)/r.ran.Seconds()/float64(r.sc.Pollers), "polls/s/poller")
 	b.ReportMetric(float64(r.listCalls)/n, "list-sweep-calls/job")
 }
@@ -526,60 +550,75 @@ func sumIdle(s []procMem) int64 {
 	return t
 }
 
+func sumHWM(s []procMem) int64 {
+	var t int64
+	for _, v := range s {
+		t += v.HWM
+	}
+	return t
+}
+
 // printSummary prints every run side by side.
-func printSummary(out *os.File, rs []*result) {
+func printSummary(out io.Writer, rs []*result) {
 	if len(rs) == 0 {
 		return
 	}
 	sc := rs[0].sc
 	lo, hi := sc.lifetime()
-	fmt.Fprintf(out, "\n=== poll benchmark: %d poller process(es) x POLL_CONCURRENCY=%d, POLL_RATE=0 (no limiter), Redis poll lock on ===\n",
-		sc.Pollers, sc.Concurrency)
-	fmt.Fprintf(out, "intervals: adaptive %s..%s (x2 per unchanged poll, +-20%% jitter, %s while finalizing); fixed every %s (no jitter)\n",
+	fmt.Fprintf(out, "\n=== poll benchmark: %d poller process(es), POLL_CONCURRENCY=%d each, POLL_RATE=0 (no limiter); NATS, Redis, emulator and these readings share %d CPUs ===\n",
+		sc.Pollers, sc.Concurrency, runtime.NumCPU())
+	fmt.Fprintf(out, "intervals: adaptive %s..%s (doubling per unchanged poll, +-20%% jitter, %s while finalizing); fixed every %s (no jitter) = the adaptive initial interval\n",
 		sc.Initial, sc.Max, sc.Initial, sc.Initial)
-	fmt.Fprintf(out, "vendor: 1-request batches; validating %s + 0..%s stagger, in_progress %s, finalizing %s => each completes %s..%s after seeding began\n",
+	fmt.Fprintf(out, "vendor: 1-request batches; validating %s + 0..%s (staggered by creation wave), in_progress %s, finalizing %s: each completes %s..%s after its creation wave\n",
 		sc.Validating, sc.Stagger, sc.InProgress, sc.Finalizing, lo, hi)
-	fmt.Fprintf(out, "detection latency = JetStream time of batch.state.completed - emulator terminal_at\n\n")
+	fmt.Fprintf(out, "GETs/job = emulator calls_by_op[get] / jobs; detect = JetStream time of batch.state.completed - emulator terminal_at; observed = run length after the claims\n\n")
 
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "jobs\tstrategy\tobserved\tcompleted\tGETs/job\tGETs/completed job\tdetect p50\tdetect p99\tdetect max\tpoll interval p50/p99\tpolls/s/poller (peak all)\tCPU/poll\tRSS idle->peak (all pollers)\tRSS/job\tRSS growth/job\t")
+	fmt.Fprintln(w, "jobs\tstrategy\tobserved\tcompleted\tGETs/job\tGETs/completed job\tdetect p50\tdetect p99\tdetect max\tGET interval p50\tp99\t")
 	for _, r := range rs {
-		n := float64(r.sc.Jobs)
-		lat := sortedCopy(r.latency)
-		iv := sortedCopy(r.intervals)
-		obs := "to completion"
+		lat, iv := sortedCopy(r.latency), sortedCopy(r.intervals)
+		obs := r.ran.Round(time.Second).String() + " (all)"
 		if r.sc.Observe > 0 {
-			obs = r.sc.Observe.String()
+			obs = r.sc.Observe.String() + " (cap)"
 		}
-		var perPoller []string
-		for _, g := range r.getsByPoller {
-			perPoller = append(perPoller, fmt.Sprintf("%.0f", float64(g)/r.ran.Seconds()))
-		}
-		cpuPerPoll := time.Duration(0)
-		if r.gets > 0 {
-			cpuPerPoll = time.Duration(int64(sumDur(r.cpu)) / r.gets)
-		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%.2f\t%.2f\t%s\t%s\t%s\t%s / %s\t%s (%.0f)\t%s\t%s -> %s\t%s\t%s\t\n",
-			r.sc.Jobs, r.sc.Strategy, obs, r.completed,
-			float64(r.gets)/n, mean(r.getsPerCompleted),
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.sc.Jobs, r.sc.Strategy, obs, r.completed, float64(r.gets)/float64(r.sc.Jobs), mean(r.getsPerCompleted),
 			ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)),
-			ms(percentile(iv, 0.5)), ms(percentile(iv, 0.99)),
-			strings.Join(perPoller, "+"), r.peakRate,
-			cpuPerPoll.Round(time.Microsecond),
-			mib(sumIdle(r.idle)), mib(sum(r.peakRSS)),
-			kib(float64(sum(r.peakRSS))/n), kib(float64(sum(r.peakRSS)-sumIdle(r.idle))/n))
+			ms(percentile(iv, 0.5)), ms(percentile(iv, 0.99)))
 	}
 	w.Flush()
 
-	fmt.Fprintf(out, "\nList sweep (computed, not run): list newest first, 100 per page, every %s down to the oldest active batch\n", sc.Initial)
+	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "jobs\tover run of\tsweeps\tList calls\tcalls/job\tvs GETs/job\tdetect (expected)\t")
+	fmt.Fprintln(w, "jobs\tstrategy\tpolls/s per poller\tpeak 5s, all\tCPU/poll\tRSS idle\tRSS peak\tVmHWM\t(tracked then)\tHWM/job\tHWM growth/job\t")
 	for _, r := range rs {
-		if r.sc.Strategy != poll.StrategyAdaptive && len(rs) > 1 && hasStrategy(rs, r.sc.Jobs, poll.StrategyAdaptive) {
-			continue // one row per scale: the sweep does not depend on the strategy
+		n := float64(r.sc.Jobs)
+		var per []string
+		for _, g := range r.getsByPoller {
+			per = append(per, fmt.Sprintf("%.0f", float64(g)/r.ran.Seconds()))
 		}
-		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%.2f\t%.2f (%s)\t~%s avg, <%s\t\n", r.sc.Jobs, r.ran.Round(time.Second), r.sweeps, r.listCalls,
-			float64(r.listCalls)/float64(r.sc.Jobs), float64(r.gets)/float64(r.sc.Jobs), r.sc.Strategy, ms(sc.Initial/2), ms(sc.Initial))
+		var cpuPerPoll time.Duration
+		if r.gets > 0 {
+			cpuPerPoll = sumDur(r.cpu) / time.Duration(r.gets)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%.0f/s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
+			r.sc.Jobs, r.sc.Strategy, strings.Join(per, " + "), r.peakRate, cpuPerPoll.Round(time.Microsecond),
+			mib(sumIdle(r.idle)), mib(sum(r.peakRSS)), mib(sumHWM(r.end)), r.trackedAtPeak,
+			kib(float64(sumHWM(r.end))/n), kib(float64(sumHWM(r.end)-sumIdle(r.idle))/n))
+	}
+	w.Flush()
+
+	fmt.Fprintf(out, "\nList sweep (computed from the same batches, not run): every %s list newest first, 100 per page, down to the oldest active batch\n", sc.Initial)
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "jobs\tover\tsweeps\tList calls\tcalls/job\tdetect (expected)\t")
+	seen := map[int]bool{}
+	for _, r := range rs {
+		if seen[r.sc.Jobs] {
+			continue // the sweep depends on the batches, not on the strategy
+		}
+		seen[r.sc.Jobs] = true
+		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%.2f\t~%s mean, <%s + page walk\t\n", r.sc.Jobs, r.ran.Round(time.Second), r.sweeps, r.listCalls,
+			float64(r.listCalls)/float64(r.sc.Jobs), ms(sc.Initial/2), ms(sc.Initial))
 	}
 	w.Flush()
 	for _, r := range rs {
@@ -588,15 +627,6 @@ func printSummary(out *os.File, rs []*result) {
 		}
 	}
 	fmt.Fprintln(out)
-}
-
-func hasStrategy(rs []*result, jobs int, strategy string) bool {
-	for _, r := range rs {
-		if r.sc.Jobs == jobs && r.sc.Strategy == strategy {
-			return true
-		}
-	}
-	return false
 }
 
 func sumDur(s []time.Duration) time.Duration {

@@ -100,6 +100,8 @@ type Notify struct {
 	MaxRetryAttempts int
 	// RetryBackoff is RETRY_BACKOFF: the delay before the first retry batch, doubled for each next one. Defaults to 10s.
 	RetryBackoff time.Duration
+	// TokenLimitDelay is TOKEN_LIMIT_REQUEUE_DELAY: the wait before a batch refused for the vendor's enqueued token limit is re-queued. Defaults to 1m.
+	TokenLimitDelay time.Duration
 	// WebhookURLs is WEBHOOK_URLS (comma-separated).
 	WebhookURLs []string
 	// WebhookSecret is WEBHOOK_SECRET ("whsec_<base64>" or raw).
@@ -158,6 +160,7 @@ func Load(env Lookup) (Config, error) {
 			Concurrency:         p.int("NOTIFY_CONCURRENCY", 4),
 			MaxRetryAttempts:    p.int("MAX_RETRY_ATTEMPTS", 3),
 			RetryBackoff:        p.dur("RETRY_BACKOFF", 10*time.Second),
+			TokenLimitDelay:     p.dur("TOKEN_LIMIT_REQUEUE_DELAY", time.Minute),
 			WebhookURLs:         p.list("WEBHOOK_URLS"),
 			WebhookSecret:       p.str("WEBHOOK_SECRET", ""),
 			WebhookMaxAttempts:  p.int("WEBHOOK_MAX_ATTEMPTS", 8),

@@ -21,6 +21,10 @@ const (
 	StatusExpired    = "expired"
 	StatusCancelling = "cancelling"
 	StatusCancelled  = "cancelled"
+	// StatusQueued is the fleet's own status (an extension) of a batch
+	// waiting for admission (MAX_ACTIVE_BATCHES or a token budget) before it
+	// is created; published once per key on batch.state.queued.
+	StatusQueued = "queued"
 )
 
 // TerminalStatus reports whether a vendor status is final.

@@ -149,6 +149,7 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 	}
 	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger}, notify.Config{
 		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
+		TokenLimitDelay:  c.Notify.TokenLimitDelay,
 		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),
 		Webhooks: notify.WebhookConfig{
 			URLs: c.Notify.WebhookURLs, Secret: c.Notify.WebhookSecret, MaxAttempts: c.Notify.WebhookMaxAttempts,

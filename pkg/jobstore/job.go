@@ -50,6 +50,10 @@ type Attempt struct {
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// Admitted is true while the attempt holds an admission slot.
 	Admitted bool `json:"admitted,omitempty"`
+	// Requeue marks an attempt that re-runs the whole previous attempt
+	// because the vendor refused it for its enqueued token limit; it does
+	// not count against MAX_RETRY_ATTEMPTS.
+	Requeue bool `json:"requeue,omitempty"`
 	// TimedOut is set when the poller cancelled the batch at its hard
 	// timeout with action "retry": its unrun requests are retryable.
 	TimedOut bool `json:"timed_out,omitempty"`
@@ -111,6 +115,17 @@ func (j *Job) Last() *Attempt {
 		return nil
 	}
 	return &j.Attempts[len(j.Attempts)-1]
+}
+
+// Retries counts the retry batches (requeues after a token limit excluded).
+func (j *Job) Retries() int {
+	n := 0
+	for _, a := range j.Attempts[min(1, len(j.Attempts)):] {
+		if !a.Requeue {
+			n++
+		}
+	}
+	return n
 }
 
 // BatchIDs lists the vendor batches of the job in attempt order.

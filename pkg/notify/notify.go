@@ -49,6 +49,12 @@ type Config struct {
 	MaxRetryAttempts int
 	// RetryBackoff is RETRY_BACKOFF, doubled per attempt. Defaults to 10s.
 	RetryBackoff time.Duration
+	// TokenLimitDelay is TOKEN_LIMIT_REQUEUE_DELAY: how long a batch the
+	// vendor refused for its enqueued token limit waits before it is
+	// re-queued. Defaults to 1m.
+	TokenLimitDelay time.Duration
+	// MaxRequeues bounds those re-queues per job. Defaults to 50.
+	MaxRequeues int
 	// DeleteInputFiles deletes the uploaded vendor input files when a job ends.
 	DeleteInputFiles bool
 	// Prices estimates cost; empty uses results.DefaultPriceTable.
@@ -66,6 +72,8 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, 10*time.Second)
+	c.TokenLimitDelay = cmp.Or(c.TokenLimitDelay, time.Minute)
+	c.MaxRequeues = cmp.Or(c.MaxRequeues, 50)
 	c.StopTimeout = cmp.Or(c.StopTimeout, 8*time.Second)
 	c.AckWait = cmp.Or(c.AckWait, 20*time.Second)
 	if c.Prices.Models == nil {

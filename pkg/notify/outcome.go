@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
@@ -21,6 +22,9 @@ const (
 	codeCancelled = "batch_cancelled" // final: the job was cancelled
 	codeMissing   = "missing_result"  // the vendor returned no line for it
 	codeTimedOut  = "timeout"         // retryable: cancelled at the hard timeout, action retry
+	// codeTokenLimit is the vendor's batch error for a full enqueued token
+	// limit: the batch is re-queued whole after TokenLimitDelay.
+	codeTokenLimit = "token_limit_exceeded"
 )
 
 // loadMerged reads the job's merged results so far.
@@ -90,6 +94,11 @@ func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (
 	if !contract.TerminalStatus(b.Status) {
 		return nil, fmt.Errorf("batch %s handed over in status %s", b.ID, b.Status)
 	}
+	if b.Status == contract.StatusFailed && hasCode(b.Errors, codeTokenLimit) {
+		// Not a failure of the requests: the vendor's enqueued token limit
+		// was full. Nothing ran; the attempt is re-queued whole by decide.
+		return n.markFinal(ctx, job, key, b, &contract.Error{Code: codeTokenLimit, Message: b.Errors[0].Message}, nil)
+	}
 	merged, err := n.loadMerged(ctx, job.Key)
 	if err != nil {
 		return nil, err
@@ -145,33 +154,63 @@ func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (
 	if err != nil {
 		return nil, err
 	}
+	var failure *contract.Error
+	if b.Status == contract.StatusFailed {
+		failure = &contract.Error{Code: missing.Code, Message: missing.Message}
+	}
+	ref := &contract.ResultsRef{Store: "jetstream-object-store", Bucket: jobstore.BucketResults, Object: job.Key, Lines: lines}
+	if job, err = n.markFinal(ctx, job, key, b, failure, ref); err != nil {
+		return nil, err
+	}
+	if a.N == 0 && job.Total == 0 {
+		if job, err = n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+			if j.Total != 0 {
+				return jobstore.ErrNoChange
+			}
+			j.Total = len(ids)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	n.log.Info().Str("idempotency_key", key).Str("batch_id", b.ID).Str("status", b.Status).
+		Int("completed", b.Counts.Completed).Int("failed", b.Counts.Failed).Msg("batch results merged")
+	return job, nil
+}
+
+func hasCode(errs []contract.Error, code string) bool {
+	for _, e := range errs {
+		if e.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+// markFinal records an attempt final (once) and frees its admission slot.
+func (n *Notifier) markFinal(ctx context.Context, job *jobstore.Job, key string, b batchapi.Batch, failure *contract.Error, ref *contract.ResultsRef) (*jobstore.Job, error) {
 	now := n.d.Now().UTC()
-	job, err = n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+	admitted := job.Attempt(key).Admitted
+	job, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
 		a := j.Attempt(key)
 		if a.State != jobstore.AttemptSubmitted {
 			return jobstore.ErrNoChange
 		}
 		a.State, a.Status, a.FinishedAt = jobstore.AttemptFinal, b.Status, now
-		a.OutputFileID, a.ErrorFileID, a.Counts = b.OutputFileID, b.ErrorFileID, b.Counts
-		if b.Status == contract.StatusFailed {
-			a.Error = &contract.Error{Code: missing.Code, Message: missing.Message}
+		a.OutputFileID, a.ErrorFileID, a.Counts, a.Error = b.OutputFileID, b.ErrorFileID, b.Counts, failure
+		if ref != nil {
+			j.Results = ref
 		}
-		if a.N == 0 && j.Total == 0 {
-			j.Total = len(ids)
-		}
-		j.Results = &contract.ResultsRef{Store: "jetstream-object-store", Bucket: jobstore.BucketResults, Object: j.Key, Lines: lines}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if n.d.Admitter != nil && a.Admitted {
+	if n.d.Admitter != nil && admitted {
 		if err := n.d.Admitter.Release(ctx, key); err != nil {
 			n.log.Warn().Err(err).Str("idempotency_key", key).Msg("release admission slot")
 		}
 	}
-	n.log.Info().Str("idempotency_key", key).Str("batch_id", b.ID).Str("status", b.Status).
-		Int("completed", b.Counts.Completed).Int("failed", b.Counts.Failed).Msg("batch results merged")
 	return job, nil
 }
 
@@ -185,14 +224,20 @@ func (n *Notifier) decide(ctx context.Context, job *jobstore.Job) (*jobstore.Job
 		}
 		return n.finish(ctx, job, nil, outcome)
 	}
+	if last.State == jobstore.AttemptFinal && last.Error != nil && last.Error.Code == codeTokenLimit && !job.CancelRequested {
+		requeues := len(job.Attempts) - 1 - job.Retries()
+		if requeues < n.cfg.MaxRequeues {
+			return job, n.requeue(ctx, job, last)
+		}
+	}
 	merged, err := n.loadMerged(ctx, job.Key)
 	if err != nil {
 		return nil, err
 	}
 	retryable := merged.Failed(true)
-	if len(retryable) > 0 && !job.CancelRequested && len(job.Attempts)-1 < n.cfg.MaxRetryAttempts &&
+	if len(retryable) > 0 && !job.CancelRequested && job.Retries() < n.cfg.MaxRetryAttempts &&
 		last.State == jobstore.AttemptFinal {
-		return job, n.startRetry(ctx, job, retryable)
+		return job, n.startRetry(ctx, job, retryable, dominantReason(merged, retryable))
 	}
 	completed, failed := merged.Counts()
 	outcome := contract.OutcomePartial
@@ -211,7 +256,7 @@ func (n *Notifier) decide(ctx context.Context, job *jobstore.Job) (*jobstore.Job
 
 // startRetry records the next attempt (idempotently: its key is
 // deterministic) and hands it to the submitters.
-func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []string) error {
+func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []string, reason string) error {
 	num := len(job.Attempts)
 	key := contract.RetryKey(job.Key, num)
 	input, err := n.attemptInput(ctx, &job.Attempts[0])
@@ -242,12 +287,45 @@ func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []stri
 		stream.WithMsgID(key+":submit")); err != nil {
 		return err
 	}
-	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: len(ids), Attempt: num, At: now}
+	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: len(ids), Attempt: num, Reason: reason, At: now}
 	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
 		return err
 	}
 	n.log.Info().Str("idempotency_key", key).Str("retry_of", job.Key).Int("failed_count", len(ids)).
 		Int("attempt", num).Dur("delay", delay).Msg("retry batch started")
+	return nil
+}
+
+// requeue starts a new attempt re-running the whole of prev (refused by the
+// vendor's enqueued token limit) after TokenLimitDelay, from the same input
+// file: the request waits, it is not reported failed.
+func (n *Notifier) requeue(ctx context.Context, job *jobstore.Job, prev *jobstore.Attempt) error {
+	num := len(job.Attempts)
+	key := contract.RetryKey(job.Key, num)
+	now := n.d.Now().UTC()
+	if _, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		if j.Attempt(key) != nil || len(j.Attempts) != num {
+			return jobstore.ErrNoChange
+		}
+		j.Attempts = append(j.Attempts, jobstore.Attempt{
+			N: num, Key: key, State: jobstore.AttemptPending, Count: prev.Count, Requeue: true,
+			InputObject: prev.InputObject, InputFileID: prev.InputFileID, Model: prev.Model, EstTokens: prev.EstTokens,
+			NotBefore: now.Add(n.cfg.TokenLimitDelay),
+		})
+		return nil
+	}); err != nil {
+		return err
+	}
+	if _, err := stream.Publish(ctx, n.d.JS, stream.SubjectSubmit, stream.SubmitTask{JobKey: job.Key, Key: key},
+		stream.WithMsgID(key+":submit")); err != nil {
+		return err
+	}
+	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: prev.Count, Attempt: num, Reason: codeTokenLimit, At: now}
+	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
+		return err
+	}
+	n.log.Warn().Str("idempotency_key", key).Str("retry_of", job.Key).Dur("delay", n.cfg.TokenLimitDelay).
+		Msg("vendor enqueued token limit reached: batch re-queued")
 	return nil
 }
 
@@ -286,7 +364,9 @@ func (n *Notifier) finish(ctx context.Context, job *jobstore.Job, merged *result
 		j.Final, j.Outcome, j.FinishedAt = true, outcome, now
 		if merged != nil {
 			completed, failed := merged.Counts()
-			j.Counts = contract.Counts{Total: completed + failed, Completed: completed, Failed: failed}
+			// Requests with no result at all (never run) count as failed.
+			total := max(j.Total, completed+failed)
+			j.Counts = contract.Counts{Total: total, Completed: completed, Failed: total - completed}
 			_, u := merged.Usage()
 			j.Usage = &contract.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
 			if cost, ok := merged.Cost(n.cfg.Prices); ok {
@@ -370,4 +450,20 @@ func (n *Notifier) hygiene(ctx context.Context, job *jobstore.Job) {
 			}
 		}
 	}
+}
+
+// dominantReason is the most frequent error code among the failed ids.
+func dominantReason(m *results.Merged, ids []string) string {
+	count := map[string]int{}
+	best := ""
+	for _, id := range ids {
+		if r, ok := m.Get(id); ok {
+			c := r.Line.Reason()
+			count[c]++
+			if count[c] > count[best] || best == "" {
+				best = c
+			}
+		}
+	}
+	return best
 }

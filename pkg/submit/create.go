@@ -187,6 +187,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		if !ok {
 			log.Info().Dur("wait", wait).Str("model", a.Model).Int64("est_tokens", a.EstTokens).
 				Msg("admission: active batch cap or token budget reached, waiting in the stream")
+			s.publishQueued(ctx, job, a, log)
 			return later(wait), nil
 		}
 		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.Admitted = true }); err != nil {
@@ -378,4 +379,20 @@ func estimate(data []byte) (string, int64) {
 		}
 	}
 	return model, (bodyBytes + 3) / 4
+}
+
+// publishQueued reports, once per attempt, that it waits for admission:
+// batch.state.queued (a fleet-side status before the vendor's own; no
+// batch id yet).
+func (s *Submitter) publishQueued(ctx context.Context, job *jobstore.Job, a *jobstore.Attempt, log zerolog.Logger) {
+	retryOf := ""
+	if a.N > 0 {
+		retryOf = job.Key
+	}
+	ev := contract.State{IdempotencyKey: a.Key, RetryOf: retryOf, To: contract.StatusQueued,
+		RequestCounts: contract.Counts{Total: a.Count}, At: s.d.Now().UTC(), Reason: "admission"}
+	if _, err := stream.Publish(ctx, s.d.JS, contract.StateSubject(contract.StatusQueued), ev,
+		stream.WithMsgID(a.Key+":"+contract.StatusQueued)); err != nil {
+		log.Warn().Err(err).Msg("publish queued state")
+	}
 }
