@@ -58,6 +58,10 @@ type Attempt struct {
 	// timeout with action "retry": its unrun requests are retryable.
 	TimedOut bool `json:"timed_out,omitempty"`
 
+	// PollHandedOff is set once the batch's poll claim is published, so a
+	// key republished after the duplicate window never creates a second claim.
+	PollHandedOff bool `json:"poll_handed_off,omitempty"`
+
 	BatchID      string          `json:"batch_id,omitempty"`
 	Status       string          `json:"status,omitempty"` // last vendor status seen
 	SubmittedAt  time.Time       `json:"submitted_at,omitzero"`

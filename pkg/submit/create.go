@@ -82,8 +82,8 @@ func (s *Submitter) answerFromRecord(ctx context.Context, job *jobstore.Job, key
 		log.Error().Msg("no attempt recorded for this key, dropped")
 		return done, true, nil
 	case a.State == jobstore.AttemptSubmitted:
-		// Submitted earlier (a redelivery, or a crash before the ack): make
-		// sure the pollers have it; the message id makes this a no-op.
+		// Submitted earlier (a redelivery, a republish, or a crash before the
+		// ack): make sure the pollers have it, once.
 		if err := s.handOffPoll(ctx, job, a); err != nil {
 			return verdict{}, true, err
 		}
@@ -100,8 +100,25 @@ func (s *Submitter) answerFromRecord(ctx context.Context, job *jobstore.Job, key
 	return verdict{}, false, nil
 }
 
+// handOffPoll publishes the batch's poll claim unless the record says it
+// was published: the message id covers redeliveries within the duplicate
+// window, the record covers republishes after it.
 func (s *Submitter) handOffPoll(ctx context.Context, job *jobstore.Job, a *jobstore.Attempt) error {
-	return s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll")
+	if a.PollHandedOff {
+		return nil
+	}
+	if err := s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll"); err != nil {
+		return err
+	}
+	_, err := s.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+		at := j.Attempt(a.Key)
+		if at == nil || at.PollHandedOff {
+			return jobstore.ErrNoChange
+		}
+		at.PollHandedOff = true
+		return nil
+	})
+	return err
 }
 
 // abandon ends an attempt without a vendor batch and hands the job to the
