@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -16,7 +19,13 @@ import (
 // as exactly 20 batch.completed events, succeeded 5/5/0, one vendor batch each.
 func TestFleetEndToEnd(t *testing.T) {
 	f := startFleet(t, fleetOpts{})
-	f.startAll()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	metricsAddr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	f.start("submitter", 1, "METRICS_ADDR="+metricsAddr)
+	f.start("poller", 1)
+	f.start("notifier", 1)
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	done := subscribe[contract.State](f, contract.StateSubject(contract.StatusCompleted))
 
@@ -56,6 +65,16 @@ func TestFleetEndToEnd(t *testing.T) {
 		require.Equal(t, contract.StatusCompleted, st.To)
 		require.NotEqual(t, contract.StatusCompleted, st.From)
 	}
+	// The submitter's metrics and health endpoints.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(body), `batchfleet_submit_batches_created_total{endpoint="/v1/chat/completions"} 20`)
+	resp, err = http.Get("http://" + metricsAddr + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 	select {
 	case ev := <-completed:
 		t.Fatalf("unexpected extra batch.completed: %+v", ev)

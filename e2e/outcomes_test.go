@@ -23,11 +23,7 @@ import (
 // items builds requests: good ones and ones whose custom_id carries an
 // emulator trigger (fail-once, fail-always, never-finish).
 func items(key string, good int, trigger string, bad int) []contract.RequestItem {
-	out := chatRequests(key+"-ok", good)
-	for _, it := range chatRequests(key+"-"+trigger, bad) {
-		out = append(out, it)
-	}
-	return out
+	return append(chatRequests(key+"-ok", good), chatRequests(key+"-"+trigger, bad)...)
 }
 
 // mergedResults fetches a job's merged results and checks every original
@@ -86,10 +82,8 @@ func TestPartialRetrySucceeds(t *testing.T) {
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	retries := subscribe[contract.Retry](f, contract.SubjectRetry)
 	reqs := map[string][]contract.RequestItem{}
-	var keys []string
 	for i := range 5 {
 		k := fmt.Sprintf("retry-ok-%d", i)
-		keys = append(keys, k)
 		reqs[k] = items(k, 4, "fail-once", 2)
 		f.publish(contract.Request{IdempotencyKey: k, Requests: reqs[k]}, true)
 	}

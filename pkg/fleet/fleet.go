@@ -20,6 +20,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/submit"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 	"github.com/batchfleet/batchfleet/pkg/vendorhook"
 )
 
@@ -65,7 +66,8 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	}
 	d := submit.Deps{
 		JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger,
-		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
+		Locker:  lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
+		Metrics: telemetry.NewMetrics(inf.Metrics),
 	}
 	lim, err := limiter(inf, "SUBMIT_RATE", c.Submit.Rate)
 	if err != nil {
@@ -95,7 +97,7 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 		return nil, err
 	}
 	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger,
-		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger})}
+		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}), Metrics: telemetry.NewMetrics(inf.Metrics)}
 	lim, err := limiter(inf, "POLL_RATE", c.Poll.Rate)
 	if err != nil {
 		return nil, err
@@ -147,7 +149,7 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 	if err != nil {
 		return nil, err
 	}
-	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger}, notify.Config{
+	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger, Metrics: telemetry.NewMetrics(inf.Metrics)}, notify.Config{
 		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
 		TokenLimitDelay:  c.Notify.TokenLimitDelay,
 		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),

@@ -17,6 +17,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // vendor is the part of the vendor API a notifier uses.
@@ -37,6 +38,7 @@ type Deps struct {
 	Store    *jobstore.Store
 	Vendor   vendor
 	Admitter releaser
+	Metrics  *telemetry.Metrics
 	Logger   zerolog.Logger
 	Now      func() time.Time
 }

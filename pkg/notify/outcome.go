@@ -291,6 +291,7 @@ func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []stri
 	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
 		return err
 	}
+	n.d.Metrics.RetryStarted(reason)
 	n.log.Info().Str("idempotency_key", key).Str("retry_of", job.Key).Int("failed_count", len(ids)).
 		Int("attempt", num).Dur("delay", delay).Msg("retry batch started")
 	return nil
@@ -324,6 +325,7 @@ func (n *Notifier) requeue(ctx context.Context, job *jobstore.Job, prev *jobstor
 	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
 		return err
 	}
+	n.d.Metrics.RetryStarted(codeTokenLimit)
 	n.log.Warn().Str("idempotency_key", key).Str("retry_of", job.Key).Dur("delay", n.cfg.TokenLimitDelay).
 		Msg("vendor enqueued token limit reached: batch re-queued")
 	return nil
@@ -405,6 +407,7 @@ func (n *Notifier) publishCompleted(ctx context.Context, job *jobstore.Job) erro
 	if err != nil {
 		return err
 	}
+	n.d.Metrics.JobCompleted(job.Outcome)
 	n.log.Info().Str("idempotency_key", job.Key).Str("outcome", job.Outcome).Strs("batch_ids", ev.BatchIDs).
 		Int("completed", job.Counts.Completed).Int("failed", job.Counts.Failed).Msg("job completed")
 	n.hygiene(ctx, job)

@@ -115,6 +115,7 @@ func (n *Notifier) deliver(ctx context.Context, sender *webhook.Sender, url stri
 	err = sender.Send(ctx, url, id, body)
 	if err == nil {
 		_ = m.Ack()
+		n.d.Metrics.WebhookAttempt("ok")
 		log.Debug().Msg("webhook delivered")
 		return
 	}
@@ -136,6 +137,7 @@ func (n *Notifier) deliver(ctx context.Context, sender *webhook.Sender, url stri
 			return
 		}
 		log.Error().Err(err).Int("attempts", attempt).Msg("webhook undeliverable: dead-lettered")
+		n.d.Metrics.WebhookAttempt("dead_letter")
 		_ = m.Ack()
 		return
 	}
@@ -146,5 +148,6 @@ func (n *Notifier) deliver(ctx context.Context, sender *webhook.Sender, url stri
 		wait = min(de.RetryAfter, 10*time.Minute)
 	}
 	log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("webhook delivery failed, will retry")
+	n.d.Metrics.WebhookAttempt("retry")
 	_ = m.NakWithDelay(wait)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // vendor is the part of the vendor API a poller uses.
@@ -46,9 +47,10 @@ type Deps struct {
 	Limiter limiter
 	// Locker, if set, serialises polls of one batch across the claim and
 	// the vendor webhook paths.
-	Locker locker
-	Logger zerolog.Logger
-	Now    func() time.Time
+	Locker  locker
+	Metrics *telemetry.Metrics
+	Logger  zerolog.Logger
+	Now     func() time.Time
 }
 
 // Config tunes a poller; zero values take the defaults.
@@ -251,6 +253,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	if st.Final {
 		return -1, p.handOff(ctx, t)
 	}
+	p.d.Metrics.PollGet("claim")
 	b, err := p.d.Vendor.Get(ctx, t.BatchID)
 	if err != nil {
 		if ve, ok := batchapi.AsError(err); ok {
@@ -309,6 +312,7 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 		}
 		p.log.Info().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Str("from", st.Status).Str("to", b.Status).
 			Int("completed", b.Counts.Completed).Int("total", b.Counts.Total).Msg("state change")
+		p.d.Metrics.Transition(b.Status)
 	} else if now.Sub(st.ProgressAt) >= p.cfg.ProgressEvery {
 		ev := contract.Progress{IdempotencyKey: t.Key, BatchID: t.BatchID, Status: b.Status, RequestCounts: b.Counts, At: now}
 		id := t.BatchID + ":progress:" + itoa(b.Counts.Completed) + ":" + itoa(b.Counts.Failed)
@@ -472,6 +476,7 @@ func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
 			return err
 		}
 	}
+	p.d.Metrics.PollGet("webhook")
 	b, err := p.d.Vendor.Get(ctx, t.BatchID)
 	if err != nil {
 		return err

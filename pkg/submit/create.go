@@ -175,6 +175,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		}
 		if found != nil {
 			log.Warn().Str("batch_id", found.ID).Msg("adopted the vendor batch of an earlier attempt whose outcome was unknown")
+			s.d.Metrics.BatchAdopted()
 			return s.recordCreated(ctx, job, key, *found, log)
 		}
 		if settle := a.CreateStartedAt.Add(s.cfg.CallTimeout + time.Second).Sub(now); settle > 0 {
@@ -205,6 +206,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 			log.Info().Dur("wait", wait).Str("model", a.Model).Int64("est_tokens", a.EstTokens).
 				Msg("admission: active batch cap or token budget reached, waiting in the stream")
 			s.publishQueued(ctx, job, a, log)
+			s.d.Metrics.AdmissionWait()
 			return later(wait), nil
 		}
 		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.Admitted = true }); err != nil {
@@ -239,6 +241,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		return s.vendorError(ctx, job, key, err, log)
 	}
 	failpoint.Hit("submit/after-create")
+	s.d.Metrics.BatchCreated(job.Endpoint)
 	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
 }
@@ -328,12 +331,14 @@ func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key stri
 	if !ok {
 		return verdict{}, err
 	}
+	s.d.Metrics.SubmitError(ve.Kind.String())
 	a := job.Attempt(key)
 	if ve.Ambiguous() && !a.CreateStartedAt.IsZero() {
 		// The create may have landed: look for it at once.
 		found, ferr := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
 		if ferr == nil && found != nil {
 			log.Warn().Err(err).Str("batch_id", found.ID).Msg("create answered with an error but the batch exists: adopted")
+			s.d.Metrics.BatchAdopted()
 			return s.recordCreated(ctx, job, key, *found, log)
 		}
 	}

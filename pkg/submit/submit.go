@@ -18,6 +18,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // vendor is the part of the vendor API a submitter uses.
@@ -54,6 +55,7 @@ type Deps struct {
 	Locker   locker
 	Limiter  limiter
 	Admitter Admitter
+	Metrics  *telemetry.Metrics
 	Logger   zerolog.Logger
 	Now      func() time.Time
 }
@@ -263,6 +265,7 @@ func (s *Submitter) backoff(attempt int) time.Duration {
 // unused, ends the job "failed" with the validation error.
 func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce *contract.Error) verdict {
 	log := s.log.With().Str("idempotency_key", key).Str("code", ce.Code).Logger()
+	s.d.Metrics.InvalidRequest(ce.Code)
 	if err := stream.DeadLetter(ctx, s.d.JS, contract.SubjectDLQRequests, m, ce); err != nil {
 		log.Warn().Err(err).Msg("dead-letter invalid request, will retry")
 		return later(s.backoff(0))
