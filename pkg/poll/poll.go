@@ -117,9 +117,11 @@ func New(d Deps, cfg Config) (*Poller, error) {
 	return &Poller{
 		d: d, cfg: cfg.WithDefaults(),
 		log: d.Logger,
-		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		rnd: newRand(),
 	}, nil
 }
+
+func newRand() *rand.Rand { return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) }
 
 // ConsumerConfig is the durable consumer of poll claims.
 func (p *Poller) ConsumerConfig() jetstream.ConsumerConfig {
