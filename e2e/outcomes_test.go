@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
 	"github.com/batchfleet/batchfleet/pkg/ops"
@@ -210,4 +211,26 @@ func TestInvalidMessageDeadLettered(t *testing.T) {
 	require.Equal(t, contract.CodeInvalidJSON, letters[1].Headers[contract.HeaderErrorCode][0])
 	require.Equal(t, "not json at all", letters[1].Data)
 	f.noMore(completed, "dlq-sentinel")
+}
+
+// A producer's own uploaded input file is used as it is; its request count
+// comes from the file, and its retries are built from the vendor's copy.
+func TestInputFileID(t *testing.T) {
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"RETRY_BACKOFF=100ms"}})
+	f.startAll()
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	req := contract.Request{IdempotencyKey: "from-file", Endpoint: contract.DefaultEndpoint, Requests: items("from-file", 3, "fail-once", 1)}
+	data, err := req.JSONL()
+	require.NoError(t, err)
+	client := batchapi.New(batchapi.Config{APIKey: "sk-test", BaseURL: f.EmuURL})
+	fileID, err := client.Upload(context.Background(), "producer.jsonl", data)
+	require.NoError(t, err)
+	f.publish(contract.Request{IdempotencyKey: "from-file", InputFileID: fileID}, true)
+	ev := fleettest.ReadN(t, completed, 1, 60*time.Second)[0]
+	require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, "%+v", ev.Error)
+	require.Equal(t, contract.Counts{Total: 4, Completed: 4}, ev.RequestCounts)
+	require.Len(t, ev.BatchIDs, 2)
+	f.mergedResults("from-file", req.Requests)
+	// The producer's file is not the fleet's to delete.
+	require.Len(t, f.vendorInput(fileID), 4)
 }

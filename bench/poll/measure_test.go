@@ -141,26 +141,59 @@ func mean[T int | time.Duration](s []T) float64 {
 	return sum / float64(len(s))
 }
 
-// listSweep estimates a List-based tracker for the same workload: every
-// interval from start to end it lists batches newest first, 100 a page,
-// until it has passed the oldest batch still active, so a sweep costs
-// ceil(batches created since the oldest active one / 100) calls. terminal
-// holds each batch's terminal time (zero: not terminal) in creation order;
-// every batch exists from start (the emulator lists this run's batches
-// only: a real account's other batches would add pages). It returns the
-// calls and the sweeps made.
-func listSweep(terminal []time.Time, start, end time.Time, interval time.Duration) (calls, sweeps int) {
+// sweep is the outcome of a simulated List-based tracker.
+type sweep struct {
+	calls, sweeps, maxPages int
+	detect                  []time.Duration // terminal -> seen, per batch seen terminal
+}
+
+// listSweep simulates a List-based tracker for the same batches: a sweep
+// lists batches newest first, 100 a page, each page answered pageLatency
+// after the previous one (cursor pagination is sequential), down to the
+// oldest batch it has not yet seen terminal; a batch is seen terminal by
+// the first page showing it after its terminal time. A sweep starts every
+// interval, or as soon as the previous one ends if it takes longer.
+// terminal holds each batch's terminal time (zero: never) in creation
+// order; every batch exists from start; nothing is listed after end. The
+// emulator holds this run's batches only: a real account's other batches
+// would add pages.
+func listSweep(terminal []time.Time, start, end time.Time, interval, pageLatency time.Duration) sweep {
+	var res sweep
 	n := len(terminal)
-	active := func(i int, t time.Time) bool { return terminal[i].IsZero() || terminal[i].After(t) }
-	oldest := 0 // batches before it were terminal at an earlier sweep, so are now
-	for t := start; !t.After(end); t = t.Add(interval) {
-		for oldest < n && !active(oldest, t) {
+	seen := make([]bool, n)
+	oldest := 0 // lowest index not seen terminal
+	for at := start; !at.After(end); {
+		for oldest < n && seen[oldest] {
 			oldest++
 		}
-		sweeps++
-		calls += max((n-oldest+99)/100, 1) // one page at least, to see nothing is active
+		pages := 0
+		for hi := n - 1; hi >= oldest || pages == 0; {
+			visit := at.Add(time.Duration(pages+1) * pageLatency)
+			if visit.After(end) {
+				break
+			}
+			pages++
+			lo := max(hi-99, 0)
+			for i := hi; i >= lo; i-- {
+				if !seen[i] && !terminal[i].IsZero() && !terminal[i].After(visit) {
+					seen[i] = true
+					res.detect = append(res.detect, visit.Sub(terminal[i]))
+				}
+			}
+			hi = lo - 1
+			if hi < 0 {
+				break
+			}
+		}
+		if pages == 0 {
+			break
+		}
+		res.calls += pages
+		res.sweeps++
+		res.maxPages = max(res.maxPages, pages)
+		at = at.Add(max(interval, time.Duration(pages)*pageLatency))
 	}
-	return calls, sweeps
+	return res
 }
 
 func kib(b float64) string { return fmt.Sprintf("%.2f KiB", b/1024) }

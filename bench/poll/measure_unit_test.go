@@ -53,11 +53,23 @@ func TestListSweep(t *testing.T) {
 			term[i] = t0.Add(time.Second)
 		}
 	}
-	// Sweeps: at 0s all 250 are active (3 pages); at 2s
-	// 150 (2 pages); at 4s none active (1 page).
-	calls, sweeps := listSweep(term, t0, t0.Add(4*time.Second), 2*time.Second)
-	require.Equal(t, 3, sweeps)
-	require.Equal(t, 3+2+1, calls)
+	// Pages take 100ms; newest first, page 1 holds 249..150, page 2
+	// 149..50, page 3 49..0. Sweep 1 at 0s: 3 pages, nothing terminal.
+	// Sweep 2 at 2s: 3 pages, sees the first 100 at 2.2s and 2.3s.
+	// Sweep 3 at 4s: 2 pages down to index 100, sees the rest (at 4.1s and
+	// 4.2s). Sweep 4 at 6s: one page shows nothing is left.
+	res := listSweep(term, t0, t0.Add(6500*time.Millisecond), 2*time.Second, 100*time.Millisecond)
+	require.Equal(t, 4, res.sweeps)
+	require.Equal(t, 3+3+2+1, res.calls)
+	require.Equal(t, 3, res.maxPages)
+	require.Len(t, res.detect, 250)
+	lat := sortedCopy(res.detect)
+	require.Equal(t, 1100*time.Millisecond, lat[0])
+	require.Equal(t, 1300*time.Millisecond, lat[249])
+
+	// A sweep longer than the interval starts the next one at once.
+	res = listSweep(term, t0, t0.Add(950*time.Millisecond), 200*time.Millisecond, 100*time.Millisecond)
+	require.Equal(t, 3, res.sweeps, "0-0.3s, 0.3-0.6s, 0.6-0.9s")
 }
 
 func TestScales(t *testing.T) {
