@@ -183,7 +183,7 @@ type result struct {
 	trackedAtPeak         int             // batches not yet completed when the RSS sum peaked
 	cpu                   []time.Duration // per poller, CPU used from the first claim to the end
 	peakRate              float64         // highest GETs/s over a 5s window, all pollers
-	sweep                 sweep // the simulated List sweep over the same batches and time
+	sweep                 sweep           // the simulated List sweep over the same batches and time
 }
 
 // runScenario runs one scenario on its own NATS, Redis and emulator.

@@ -150,7 +150,7 @@ func (n *Notifier) handleFinal(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	stop := heartbeat(ctx, m, n.cfg.AckWait/3)
+	stop := stream.Heartbeat(ctx, m, n.cfg.AckWait/3)
 	err := n.process(ctx, t)
 	stop()
 	if err != nil {
@@ -166,24 +166,6 @@ func (n *Notifier) handleFinal(ctx context.Context, m jetstream.Msg) {
 	if err := m.DoubleAck(ctx); err != nil {
 		n.log.Warn().Err(err).Str("idempotency_key", t.JobKey).Msg("ack final hand-off")
 	}
-}
-
-func heartbeat(ctx context.Context, m jetstream.Msg, every time.Duration) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	})
-	return func() { cancel(); wg.Wait() }
 }
 
 // process handles one ended attempt of a job.

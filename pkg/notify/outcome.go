@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
@@ -271,30 +272,8 @@ func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []stri
 		return err
 	}
 	delay := n.cfg.RetryBackoff << min(num-1, 16)
-	now := n.d.Now().UTC()
-	if _, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
-		if j.Attempt(key) != nil || len(j.Attempts) != num {
-			return jobstore.ErrNoChange
-		}
-		j.Attempts = append(j.Attempts, jobstore.Attempt{
-			N: num, Key: key, State: jobstore.AttemptPending, Count: len(ids), InputObject: key, NotBefore: now.Add(delay),
-		})
-		return nil
-	}); err != nil {
-		return err
-	}
-	if _, err := stream.Publish(ctx, n.d.JS, stream.SubjectSubmit, stream.SubmitTask{JobKey: job.Key, Key: key},
-		stream.WithMsgID(key+":submit")); err != nil {
-		return err
-	}
-	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: len(ids), Attempt: num, Reason: reason, At: now}
-	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
-		return err
-	}
-	n.d.Metrics.RetryStarted(reason)
-	n.log.Info().Str("idempotency_key", key).Str("retry_of", job.Key).Int("failed_count", len(ids)).
-		Int("attempt", num).Dur("delay", delay).Msg("retry batch started")
-	return nil
+	next := jobstore.Attempt{N: num, Key: key, State: jobstore.AttemptPending, Count: len(ids), InputObject: key}
+	return n.startAttempt(ctx, job, next, delay, reason)
 }
 
 // requeue starts a new attempt re-running the whole of prev (refused by the
@@ -302,32 +281,39 @@ func (n *Notifier) startRetry(ctx context.Context, job *jobstore.Job, ids []stri
 // file: the request waits, it is not reported failed.
 func (n *Notifier) requeue(ctx context.Context, job *jobstore.Job, prev *jobstore.Attempt) error {
 	num := len(job.Attempts)
-	key := contract.RetryKey(job.Key, num)
+	next := jobstore.Attempt{
+		N: num, Key: contract.RetryKey(job.Key, num), State: jobstore.AttemptPending, Count: prev.Count, Requeue: true,
+		InputObject: prev.InputObject, InputFileID: prev.InputFileID, Model: prev.Model, EstTokens: prev.EstTokens,
+	}
+	return n.startAttempt(ctx, job, next, n.cfg.TokenLimitDelay, codeTokenLimit)
+}
+
+// startAttempt records the job's next attempt after delay (once: its key is
+// deterministic and the attempt count is checked), hands it to the
+// submitters and announces it with batch.retry.
+func (n *Notifier) startAttempt(ctx context.Context, job *jobstore.Job, next jobstore.Attempt, delay time.Duration, reason string) error {
 	now := n.d.Now().UTC()
+	next.NotBefore = now.Add(delay)
 	if _, err := n.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
-		if j.Attempt(key) != nil || len(j.Attempts) != num {
+		if j.Attempt(next.Key) != nil || len(j.Attempts) != next.N {
 			return jobstore.ErrNoChange
 		}
-		j.Attempts = append(j.Attempts, jobstore.Attempt{
-			N: num, Key: key, State: jobstore.AttemptPending, Count: prev.Count, Requeue: true,
-			InputObject: prev.InputObject, InputFileID: prev.InputFileID, Model: prev.Model, EstTokens: prev.EstTokens,
-			NotBefore: now.Add(n.cfg.TokenLimitDelay),
-		})
+		j.Attempts = append(j.Attempts, next)
 		return nil
 	}); err != nil {
 		return err
 	}
-	if _, err := stream.Publish(ctx, n.d.JS, stream.SubjectSubmit, stream.SubmitTask{JobKey: job.Key, Key: key},
-		stream.WithMsgID(key+":submit")); err != nil {
+	if _, err := stream.Publish(ctx, n.d.JS, stream.SubjectSubmit, stream.SubmitTask{JobKey: job.Key, Key: next.Key},
+		stream.WithMsgID(next.Key+":submit")); err != nil {
 		return err
 	}
-	ev := contract.Retry{IdempotencyKey: key, RetryOf: job.Key, FailedCount: prev.Count, Attempt: num, Reason: codeTokenLimit, At: now}
-	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(key))); err != nil {
+	ev := contract.Retry{IdempotencyKey: next.Key, RetryOf: job.Key, FailedCount: next.Count, Attempt: next.N, Reason: reason, At: now}
+	if _, err := stream.Publish(ctx, n.d.JS, contract.SubjectRetry, ev, stream.WithMsgID(contract.RetryMsgID(next.Key))); err != nil {
 		return err
 	}
-	n.d.Metrics.RetryStarted(codeTokenLimit)
-	n.log.Warn().Str("idempotency_key", key).Str("retry_of", job.Key).Dur("delay", n.cfg.TokenLimitDelay).
-		Msg("vendor enqueued token limit reached: batch re-queued")
+	n.d.Metrics.RetryStarted(reason)
+	n.log.Info().Str("idempotency_key", next.Key).Str("retry_of", job.Key).Int("failed_count", next.Count).
+		Int("attempt", next.N).Str("reason", reason).Dur("delay", delay).Msg("retry batch started")
 	return nil
 }
 

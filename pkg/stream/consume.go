@@ -80,3 +80,24 @@ func Consume(ctx context.Context, c jetstream.Consumer, opt ConsumeOptions, hand
 	}
 	return nil
 }
+
+// Heartbeat tells JetStream every interval that m is still being worked
+// on (InProgress), so its ack wait runs out only if this process dies. The
+// returned stop ends the heartbeat and waits for it.
+func Heartbeat(ctx context.Context, m jetstream.Msg, every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}

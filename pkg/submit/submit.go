@@ -189,27 +189,8 @@ func (s *Submitter) settle(m jetstream.Msg, v verdict, key string) {
 	}
 }
 
-// heartbeat keeps m's ack wait from running out while work goes on.
-func (s *Submitter) heartbeat(ctx context.Context, m jetstream.Msg) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(s.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	})
-	return func() { cancel(); wg.Wait() }
-}
-
 func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
-	stop := s.heartbeat(ctx, m)
+	stop := stream.Heartbeat(ctx, m, s.cfg.AckWait/3)
 	defer stop()
 	req, key, err := contract.Decode(m.Data())
 	if err != nil {
@@ -231,7 +212,7 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 }
 
 func (s *Submitter) handleRetry(ctx context.Context, m jetstream.Msg) {
-	stop := s.heartbeat(ctx, m)
+	stop := stream.Heartbeat(ctx, m, s.cfg.AckWait/3)
 	defer stop()
 	var t stream.SubmitTask
 	if err := jsonUnmarshal(m.Data(), &t); err != nil || t.JobKey == "" || t.Key == "" {
