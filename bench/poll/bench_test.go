@@ -595,8 +595,7 @@ func printSummary(out io.Writer, rs []*result) {
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.sc.Jobs, r.sc.Strategy, obs, r.completed, float64(r.gets)/float64(r.sc.Jobs), mean(r.getsPerCompleted),
-			ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)),
-			ms(percentile(iv, 0.5)), ms(percentile(iv, 0.99)))
+			quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1), quantile(iv, 0.5), quantile(iv, 0.99))
 	}
 	w.Flush()
 
@@ -633,7 +632,7 @@ func printSummary(out io.Writer, rs []*result) {
 		lat := sortedCopy(r.sweep.detect)
 		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%.2f\t%d\t%s\t%s\t\n", r.sc.Jobs, r.ran.Round(time.Second), r.sweep.sweeps,
 			r.sweep.maxPages, r.sweep.calls, float64(r.sweep.calls)/float64(r.sc.Jobs), len(lat),
-			ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)))
+			quantile(lat, 0.5), quantile(lat, 0.99))
 	}
 	w.Flush()
 	for _, r := range rs {

@@ -201,8 +201,13 @@ func kib(b float64) string { return fmt.Sprintf("%.2f KiB", b/1024) }
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func ms(d time.Duration) string {
-	if d < 0 {
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
+
+// quantile formats the q-quantile of sorted, "-" for no sample.
+func quantile(sorted []time.Duration, q float64) string {
+	if len(sorted) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	return ms(percentile(sorted, q))
 }

@@ -17,6 +17,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// zerolog's time format is a package global: set once, before any logger.
+func init() { zerolog.TimeFieldFormat = time.RFC3339Nano }
+
 // NewLogger returns a JSON logger at level ("debug", "info", ...) with the
 // component field set.
 func NewLogger(w io.Writer, level, component string) (zerolog.Logger, error) {
@@ -24,7 +27,6 @@ func NewLogger(w io.Writer, level, component string) (zerolog.Logger, error) {
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("LOG_LEVEL %q is not one of debug, info, warn, error", level)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", component).Logger(), nil
 }
 
