@@ -204,6 +204,20 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
 }
 
+// censored formats the q-quantile of a sample of total values of which
+// only the smallest, sorted, were observed (the rest are larger: batches
+// terminal but not yet detected); "undetected" when it falls among those.
+func censored(sorted []time.Duration, total int, q float64) string {
+	if total == 0 {
+		return "-"
+	}
+	rank := int(math.Ceil(q * float64(total)))
+	if rank > len(sorted) {
+		return "undetected"
+	}
+	return ms(sorted[max(rank, 1)-1])
+}
+
 // quantile formats the q-quantile of sorted, "-" for no sample.
 func quantile(sorted []time.Duration, q float64) string {
 	if len(sorted) == 0 {

@@ -40,6 +40,12 @@ func TestPercentile(t *testing.T) {
 	require.Equal(t, 10, percentile(s, 0.99))
 	require.Equal(t, 1, percentile(s, 0.01))
 	require.Zero(t, percentile([]int(nil), 0.5))
+
+	d := []time.Duration{time.Millisecond, 2 * time.Millisecond}
+	require.Equal(t, "1 ms", censored(d, 4, 0.25))
+	require.Equal(t, "2 ms", censored(d, 4, 0.5))
+	require.Equal(t, "undetected", censored(d, 4, 0.51))
+	require.Equal(t, "-", censored(nil, 0, 0.5))
 }
 
 func TestListSweep(t *testing.T) {

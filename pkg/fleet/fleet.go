@@ -96,8 +96,13 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 	if err != nil {
 		return nil, err
 	}
-	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger,
-		Locker: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}), Metrics: telemetry.NewMetrics(inf.Metrics)}
+	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger, Metrics: telemetry.NewMetrics(inf.Metrics)}
+	if c.Poll.WebhookAddr != "" {
+		// The mutex serialises the claim path with the vendor webhook path;
+		// without webhooks the claim alone is exclusive, and the lock would
+		// cost two Redis round trips per poll.
+		d.Locker = lock.New(inf.Redis, lock.Options{Logger: inf.Logger})
+	}
 	lim, err := limiter(inf, "POLL_RATE", c.Poll.Rate)
 	if err != nil {
 		return nil, err

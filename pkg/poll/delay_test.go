@@ -42,3 +42,25 @@ func TestDelayJitter(t *testing.T) {
 		require.LessOrEqual(t, p.Delay(contract.StatusInProgress, 9), 4*time.Second)
 	}
 }
+
+func TestETA(t *testing.T) {
+	p := &Poller{cfg: Config{InitialInterval: time.Second, MaxInterval: 5 * time.Minute}.WithDefaults()}
+	t0 := time.Unix(1000, 0)
+	// 100 of 1000 done in 10s -> 900 left at 10 req/s -> 90s.
+	d, ok := p.ETA(contract.Counts{Total: 1000}, t0, contract.Counts{Total: 1000, Completed: 90, Failed: 10}, t0.Add(10*time.Second))
+	require.True(t, ok)
+	require.Equal(t, 90*time.Second, d)
+	// Nearly done: never below the initial interval.
+	d, ok = p.ETA(contract.Counts{Total: 1000, Completed: 998}, t0, contract.Counts{Total: 1000, Completed: 999}, t0.Add(time.Millisecond))
+	require.True(t, ok)
+	require.Equal(t, time.Second, d)
+	// Slow: capped at the max interval.
+	d, _ = p.ETA(contract.Counts{Total: 1000}, t0, contract.Counts{Total: 1000, Completed: 1}, t0.Add(time.Hour))
+	require.Equal(t, 5*time.Minute, d)
+	// No progress, no rate.
+	_, ok = p.ETA(contract.Counts{Total: 10, Completed: 3}, t0, contract.Counts{Total: 10, Completed: 3}, t0.Add(time.Second))
+	require.False(t, ok)
+	fixed := &Poller{cfg: Config{InitialInterval: time.Second, Strategy: StrategyFixed}.WithDefaults()}
+	_, ok = fixed.ETA(contract.Counts{Total: 1000}, t0, contract.Counts{Total: 1000, Completed: 100}, t0.Add(time.Second))
+	require.False(t, ok)
+}

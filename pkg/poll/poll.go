@@ -224,15 +224,6 @@ func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
 // pollOnce polls the batch once and returns the delay before the next poll,
 // or -1 once the batch is final and handed to the notifiers.
 func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTask) (time.Duration, error) {
-	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
-	if errors.Is(err, jobstore.ErrNotFound) {
-		st = &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}
-	} else if err != nil {
-		return 0, err
-	}
-	if st.Final {
-		return -1, p.handOff(ctx, t)
-	}
 	if p.d.Limiter != nil {
 		_ = m.InProgress()
 		if err := p.d.Limiter.Wait(ctx); err != nil {
@@ -249,7 +240,11 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		return p.cfg.InitialInterval, nil
 	}
 	defer unlock()
-	if st, err = p.reload(ctx, st); err != nil {
+	// One read, under the mutex: the webhook path cannot move the state now.
+	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		st = &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}
+	} else if err != nil {
 		return p.cfg.InitialInterval, err
 	}
 	if st.Final {
@@ -268,6 +263,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	if md != nil {
 		delivered = int(md.NumDelivered)
 	}
+	prev, prevAt, prevStatus := st.Counts, st.ChangedAt, st.Status
 	changed, err := p.observe(ctx, st, t, b, delivered)
 	if err != nil {
 		return p.cfg.InitialInterval, err
@@ -288,8 +284,33 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	since := max(delivered-st.PollsSince, 0)
 	if changed {
 		since = 0
+		if prevStatus == b.Status {
+			if eta, ok := p.ETA(prev, prevAt, b.Counts, st.ChangedAt); ok {
+				return eta, nil
+			}
+		}
 	}
 	return p.Delay(b.Status, since), nil
+}
+
+// ETA schedules the next poll of a batch whose counts moved within a
+// status at its predicted finish: the rate of requests done between two
+// polls extrapolated to the remainder, clamped to [initial, max]. A large
+// batch making steady progress is then polled a few times, converging on
+// its completion, rather than every initial interval. ok is false with the
+// fixed strategy or without a usable rate.
+func (p *Poller) ETA(prev contract.Counts, prevAt time.Time, cur contract.Counts, now time.Time) (time.Duration, bool) {
+	if p.cfg.Strategy == StrategyFixed || prevAt.IsZero() {
+		return 0, false
+	}
+	done0, done1 := prev.Completed+prev.Failed, cur.Completed+cur.Failed
+	dt := now.Sub(prevAt)
+	if done1 <= done0 || dt <= 0 || cur.Total <= done1 {
+		return 0, false
+	}
+	perReq := float64(dt) / float64(done1-done0)
+	eta := time.Duration(perReq * float64(cur.Total-done1))
+	return min(max(eta, p.cfg.InitialInterval), p.cfg.MaxInterval), true
 }
 
 // observe publishes what changed since the last poll and records it.
@@ -410,20 +431,6 @@ func (p *Poller) lockBatch(ctx context.Context, batchID string) (func(), bool, e
 		return nil, false, err
 	}
 	return func() { _ = lk.Release(context.WithoutCancel(ctx)) }, false, nil
-}
-
-// reload re-reads the poll state (another path may have moved it while
-// this one waited for the mutex); a state never stored is kept as it is.
-func (p *Poller) reload(ctx context.Context, st *jobstore.Poll) (*jobstore.Poll, error) {
-	if st.Revision == 0 {
-		if cur, err := p.d.Store.GetPoll(ctx, st.BatchID); err == nil {
-			return cur, nil
-		} else if !errors.Is(err, jobstore.ErrNotFound) {
-			return nil, err
-		}
-		return st, nil
-	}
-	return p.d.Store.GetPoll(ctx, st.BatchID)
 }
 
 // ErrUnknownBatch: PollNow was asked about a batch the fleet does not track.
