@@ -1,4 +1,4 @@
-.PHONY: run test bench chaos lint help
+.PHONY: run test bench help
 
 run: ## Run the whole fleet on embedded defaults (NATS, Redis, vendor emulator)
 	go run ./cmd/batchfleet dev
@@ -8,9 +8,6 @@ test: ## Format check, vet, and all tests with -race (installs redis-server if m
 
 bench: ## Benchmarks that print throughput and latency figures
 	go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
-
-chaos: ## Long fault-injection runs (kills, flushes, drops)
-	go test -race -count=1 -tags chaos -timeout 60m ./e2e/...
 
 help: ## List targets
 	@awk -F':.*## ' '/^[a-z]+:.*## /{printf "%-8s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
