@@ -32,10 +32,18 @@ var errFenced = errors.New("submit: job record changed concurrently")
 // batch. req is the original request (nil for retry batches, whose input is
 // in the object store).
 func (s *Submitter) submit(ctx context.Context, jobKey, key string, req *contract.Request) (verdict, error) {
+	return s.submitJob(ctx, jobKey, key, req, nil)
+}
+
+// submitJob is submit with the record just created by accept (nil: read it).
+func (s *Submitter) submitJob(ctx context.Context, jobKey, key string, req *contract.Request, fresh *jobstore.Job) (verdict, error) {
 	log := s.log.With().Str("idempotency_key", key).Logger()
-	job, err := s.d.Store.Get(ctx, jobKey)
-	if err != nil {
-		return verdict{}, err
+	job := fresh
+	var err error
+	if job == nil {
+		if job, err = s.d.Store.Get(ctx, jobKey); err != nil {
+			return verdict{}, err
+		}
 	}
 	if v, stop, err := s.answerFromRecord(ctx, job, key, log); stop || err != nil {
 		return v, err
@@ -56,11 +64,15 @@ func (s *Submitter) submit(ctx context.Context, jobKey, key string, req *contrac
 		}
 	}()
 	// Look again under the lock: the previous holder may have finished.
-	if job, err = s.d.Store.Get(ctx, jobKey); err != nil {
-		return verdict{}, err
-	}
-	if v, stop, err := s.answerFromRecord(ctx, job, key, log); stop || err != nil {
-		return v, err
+	// A record we created ourselves needs no second look: any change since
+	// fails our next compare-and-set (errFenced).
+	if fresh == nil {
+		if job, err = s.d.Store.Get(ctx, jobKey); err != nil {
+			return verdict{}, err
+		}
+		if v, stop, err := s.answerFromRecord(ctx, job, key, log); stop || err != nil {
+			return v, err
+		}
 	}
 	v, err := s.createOnce(ctx, job, key, req, lk, log)
 	if errors.Is(err, errFenced) || errors.Is(err, lock.ErrLockLost) {
@@ -110,7 +122,7 @@ func (s *Submitter) handOffPoll(ctx context.Context, job *jobstore.Job, a *jobst
 	if err := s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll"); err != nil {
 		return err
 	}
-	_, err := s.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+	_, err := s.updateOrMutate(ctx, job, func(j *jobstore.Job) error {
 		at := j.Attempt(a.Key)
 		if at == nil || at.PollHandedOff {
 			return jobstore.ErrNoChange
@@ -188,7 +200,17 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		}
 		a = job.Attempt(key)
 	}
-	if a.InputFileID == "" {
+	var pending func(*jobstore.Attempt)
+	if a.InputFileID == "" && s.d.Admitter == nil {
+		fn, err := s.uploadDeferred(ctx, job, key, req)
+		if err != nil {
+			if _, ok := batchapi.AsError(err); ok {
+				return s.vendorError(ctx, job, key, err, log)
+			}
+			return verdict{}, err
+		}
+		pending = fn
+	} else if a.InputFileID == "" {
 		if err := s.upload(ctx, job, key, req, lk); err != nil {
 			if _, ok := batchapi.AsError(err); ok {
 				return s.vendorError(ctx, job, key, err, log)
@@ -222,7 +244,12 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	if _, err := lk.Check(ctx); err != nil {
 		return verdict{}, err
 	}
-	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.CreateStartedAt = s.d.Now().UTC() }); err != nil {
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
+		if pending != nil {
+			pending(a)
+		}
+		a.CreateStartedAt = s.d.Now().UTC()
+	}); err != nil {
 		return verdict{}, err
 	}
 	a = job.Attempt(key)
@@ -244,6 +271,39 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	s.d.Metrics.BatchCreated(job.Endpoint)
 	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
+}
+
+// uploadDeferred uploads like upload but returns the record change instead
+// of writing it, to be written with CreateStartedAt.
+func (s *Submitter) uploadDeferred(ctx context.Context, job *jobstore.Job, key string, req *contract.Request) (func(*jobstore.Attempt), error) {
+	a := job.Attempt(key)
+	var data []byte
+	var err error
+	switch {
+	case a.InputObject != "":
+		data, err = s.d.Store.Input(ctx, a.InputObject)
+	case req != nil && len(req.Requests) > 0:
+		if data, err = req.JSONL(); err == nil {
+			err = s.d.Store.PutInput(ctx, key, data)
+		}
+	default:
+		return nil, fmt.Errorf("attempt %q has neither an input file nor stored input", key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fileID, err := s.d.Vendor.Upload(ctx, key+".jsonl", data)
+	if err != nil {
+		return nil, err
+	}
+	model, tokens := estimate(data)
+	return func(a *jobstore.Attempt) {
+		a.InputFileID, a.UploadedFile = fileID, true
+		a.Model, a.EstTokens = model, tokens
+		if a.InputObject == "" {
+			a.InputObject = key
+		}
+	}, nil
 }
 
 // upload stores the attempt's input (for retries) and uploads it to the
@@ -284,7 +344,7 @@ func (s *Submitter) upload(ctx context.Context, job *jobstore.Job, key string, r
 
 // recordCreated records the vendor batch and hands it to the pollers.
 func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key string, b batchapi.Batch, log zerolog.Logger) (verdict, error) {
-	rec, err := s.d.Store.Mutate(ctx, job.Key, func(j *jobstore.Job) error {
+	rec, err := s.updateOrMutate(ctx, job, func(j *jobstore.Job) error {
 		a := j.Attempt(key)
 		if a == nil {
 			return fmt.Errorf("attempt %q vanished", key)
@@ -417,4 +477,33 @@ func (s *Submitter) publishQueued(ctx context.Context, job *jobstore.Job, a *job
 		stream.WithMsgID(a.Key+":"+contract.StatusQueued)); err != nil {
 		log.Warn().Err(err).Msg("publish queued state")
 	}
+}
+
+// updateOrMutate applies fn to the record in hand and writes it by
+// compare-and-set (one round trip); on a conflict it falls back to Mutate
+// (read, apply, write). job is not modified.
+func (s *Submitter) updateOrMutate(ctx context.Context, job *jobstore.Job, fn func(*jobstore.Job) error) (*jobstore.Job, error) {
+	data, err := json.Marshal(job)
+	if err != nil {
+		return nil, err
+	}
+	var j jobstore.Job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, err
+	}
+	j.Revision = job.Revision
+	if err := fn(&j); err != nil {
+		if errors.Is(err, jobstore.ErrNoChange) {
+			return &j, nil
+		}
+		return nil, err
+	}
+	err = s.d.Store.Update(ctx, &j)
+	if err == nil {
+		return &j, nil
+	}
+	if !errors.Is(err, jobstore.ErrConflict) {
+		return nil, err
+	}
+	return s.d.Store.Mutate(ctx, job.Key, fn)
 }

@@ -201,9 +201,10 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 		s.settle(m, s.reject(ctx, m, key, ce), key)
 		return
 	}
-	v, err := s.accept(ctx, &req)
+	job, err := s.accept(ctx, &req)
+	var v verdict
 	if err == nil {
-		v, err = s.submit(ctx, req.IdempotencyKey, req.IdempotencyKey, &req)
+		v, err = s.submitJob(ctx, req.IdempotencyKey, req.IdempotencyKey, &req, job)
 	}
 	if err != nil {
 		v = s.failure(req.IdempotencyKey, err)
@@ -276,7 +277,7 @@ func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce 
 
 // accept records a new job for a valid request; a key already known is
 // answered from its record by submit.
-func (s *Submitter) accept(ctx context.Context, req *contract.Request) (verdict, error) {
+func (s *Submitter) accept(ctx context.Context, req *contract.Request) (*jobstore.Job, error) {
 	j := &jobstore.Job{
 		Key: req.IdempotencyKey, Endpoint: req.Endpoint, CompletionWindow: req.CompletionWindow,
 		Metadata: req.Metadata, Total: len(req.Requests),
@@ -288,10 +289,14 @@ func (s *Submitter) accept(ctx context.Context, req *contract.Request) (verdict,
 	if j.Metadata == nil {
 		j.Metadata = map[string]string{}
 	}
-	if err := s.d.Store.Create(ctx, j); err != nil && !errors.Is(err, jobstore.ErrExists) {
-		return verdict{}, err
+	err := s.d.Store.Create(ctx, j)
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		return nil, nil
+	case err != nil:
+		return nil, err
 	}
-	return verdict{}, nil
+	return j, nil
 }
 
 func (s *Submitter) handOff(ctx context.Context, task any, msgID string) error {
