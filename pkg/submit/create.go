@@ -306,40 +306,18 @@ func (s *Submitter) uploadDeferred(ctx context.Context, job *jobstore.Job, key s
 	}, nil
 }
 
-// upload stores the attempt's input (for retries) and uploads it to the
-// vendor, recording the file id.
+// upload stores the attempt's input (for retries), uploads it to the
+// vendor and records the file id (used when admission must see the
+// model and token estimate before the create).
 func (s *Submitter) upload(ctx context.Context, job *jobstore.Job, key string, req *contract.Request, lk *lock.Lock) error {
-	a := job.Attempt(key)
-	var data []byte
-	var err error
-	switch {
-	case a.InputObject != "":
-		data, err = s.d.Store.Input(ctx, a.InputObject)
-	case req != nil && len(req.Requests) > 0:
-		if data, err = req.JSONL(); err == nil {
-			err = s.d.Store.PutInput(ctx, key, data)
-		}
-	default:
-		return fmt.Errorf("attempt %q has neither an input file nor stored input", key)
-	}
-	if err != nil {
-		return err
-	}
 	if _, err := lk.Check(ctx); err != nil {
 		return err
 	}
-	fileID, err := s.d.Vendor.Upload(ctx, key+".jsonl", data)
+	record, err := s.uploadDeferred(ctx, job, key, req)
 	if err != nil {
 		return err
 	}
-	model, tokens := estimate(data)
-	return s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
-		a.InputFileID, a.UploadedFile = fileID, true
-		a.Model, a.EstTokens = model, tokens
-		if a.InputObject == "" {
-			a.InputObject = key
-		}
-	})
+	return s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { record(a) })
 }
 
 // recordCreated records the vendor batch and hands it to the pollers.
