@@ -18,8 +18,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
-func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
-
 // reconcileSlack widens the vendor search window for clock skew between
 // the fleet and the vendor.
 const reconcileSlack = 5 * time.Minute

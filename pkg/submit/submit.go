@@ -3,6 +3,7 @@ package submit
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -216,7 +217,7 @@ func (s *Submitter) handleRetry(ctx context.Context, m jetstream.Msg) {
 	stop := stream.Heartbeat(ctx, m, s.cfg.AckWait/3)
 	defer stop()
 	var t stream.SubmitTask
-	if err := jsonUnmarshal(m.Data(), &t); err != nil || t.JobKey == "" || t.Key == "" {
+	if err := json.Unmarshal(m.Data(), &t); err != nil || t.JobKey == "" || t.Key == "" {
 		s.log.Error().Err(err).Bytes("data", m.Data()).Msg("malformed retry submission, dropped")
 		_ = m.Term()
 		return
