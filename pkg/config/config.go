@@ -86,6 +86,10 @@ type Poll struct {
 	HardTimeout time.Duration
 	// TimeoutAction is POLL_TIMEOUT_ACTION: cancel, alert or retry. Defaults to alert.
 	TimeoutAction string
+	// SweepInterval is POLL_SWEEP_INTERVAL: how often the fleet's one sweep leader lists the
+	// vendor's batches (100 a page) to detect changes; per-batch polls then slow to
+	// POLL_MAX_INTERVAL as a safety net. Defaults to 10s; 0 turns the sweep off.
+	SweepInterval time.Duration
 	// WebhookAddr is VENDOR_WEBHOOK_ADDR: listen address for vendor webhooks ("" = off).
 	WebhookAddr string
 	// WebhookSecret is OPENAI_WEBHOOK_SECRET.
@@ -153,6 +157,7 @@ func Load(env Lookup) (Config, error) {
 			SoftTimeout:     p.dur("POLL_SOFT_TIMEOUT", 12*time.Hour),
 			HardTimeout:     p.dur("POLL_HARD_TIMEOUT", 23*time.Hour),
 			TimeoutAction:   p.str("POLL_TIMEOUT_ACTION", "alert"),
+			SweepInterval:   p.dur("POLL_SWEEP_INTERVAL", 10*time.Second),
 			WebhookAddr:     p.str("VENDOR_WEBHOOK_ADDR", ""),
 			WebhookSecret:   p.str("OPENAI_WEBHOOK_SECRET", ""),
 		},
@@ -200,6 +205,7 @@ func (c Config) Validate() error {
 	check(c.Poll.Lease >= time.Second, "POLL_LEASE must be at least 1s")
 	check(c.Poll.Strategy == "adaptive" || c.Poll.Strategy == "fixed", "POLL_STRATEGY %q must be adaptive or fixed", c.Poll.Strategy)
 	check(c.Poll.Concurrency >= 1, "POLL_CONCURRENCY must be at least 1")
+	check(c.Poll.SweepInterval == 0 || c.Poll.SweepInterval >= 100*time.Millisecond, "POLL_SWEEP_INTERVAL must be 0 (off) or at least 100ms")
 	check(c.Poll.SoftTimeout <= c.Poll.HardTimeout, "POLL_SOFT_TIMEOUT must not exceed POLL_HARD_TIMEOUT")
 	check(c.Poll.TimeoutAction == "cancel" || c.Poll.TimeoutAction == "alert" || c.Poll.TimeoutAction == "retry",
 		"POLL_TIMEOUT_ACTION %q must be cancel, alert or retry", c.Poll.TimeoutAction)

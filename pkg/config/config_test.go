@@ -60,6 +60,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"ENQUEUED_TOKEN_LIMITS": {"ENQUEUED_TOKEN_LIMITS": "gpt-4o"},
 		"DELETE_INPUT_FILES":    {"DELETE_INPUT_FILES": "perhaps"},
 		"POLL_STRATEGY":         {"POLL_STRATEGY": "random"},
+		"POLL_SWEEP_INTERVAL":   {"POLL_SWEEP_INTERVAL": "1ms"},
 	} {
 		_, err := config.Load(env(m))
 		require.Error(t, err, name)

@@ -192,3 +192,39 @@ type Poll struct {
 	Final        bool      `json:"final,omitempty"`
 	Revision     uint64    `json:"-"`
 }
+
+// Sweep is the outcome of the last complete List sweep of the vendor's
+// batches (see package poll). Pollers read it to decide whether the sweep
+// watches a batch for them, so the per-batch poll can fall back to a slow
+// safety-net pace; a stale or missing record means every batch is polled
+// on its own schedule again.
+type Sweep struct {
+	Leader     string        `json:"leader"`
+	StartedAt  time.Time     `json:"started_at"`  // fleet clock
+	FinishedAt time.Time     `json:"finished_at"` // fleet clock
+	Interval   time.Duration `json:"interval_ns"` // the leader's POLL_SWEEP_INTERVAL
+	// CoversFrom is the vendor created_at of the oldest batch the sweep
+	// listed when it stopped early; every batch created after it was
+	// listed. Zero: the sweep reached the end of the list.
+	CoversFrom time.Time `json:"covers_from,omitzero"`
+	// Ordered is false when the vendor's list was not newest first; then
+	// CoversFrom proves nothing and the sweep covers no batch.
+	Ordered bool `json:"ordered"`
+	Pages   int  `json:"pages"`
+	Listed  int  `json:"listed"`
+	Active  int  `json:"active"`  // the fleet's non-terminal batches listed
+	Changed int  `json:"changed"` // batches whose change the sweep applied
+}
+
+// Fresh reports whether the sweep at s is recent enough to be relied on at
+// now: finished within three of its intervals.
+func (s *Sweep) Fresh(now time.Time) bool {
+	return s != nil && s.Ordered && s.Interval > 0 && now.Before(s.FinishedAt.Add(3*s.Interval))
+}
+
+// Covers reports whether a batch the fleet recorded at createdAt (fleet
+// clock) was listed by the sweep: created after CoversFrom with a minute of
+// margin for clock skew and the vendor's one-second created_at.
+func (s *Sweep) Covers(createdAt time.Time) bool {
+	return s != nil && (s.CoversFrom.IsZero() || createdAt.Add(-time.Minute).After(s.CoversFrom))
+}

@@ -313,3 +313,39 @@ func (s *Store) get(ctx context.Context, os jetstream.ObjectStore, name string) 
 	}
 	return data, nil
 }
+
+// sweepKey holds the Sweep record in the polls bucket. KVKey only writes
+// '=' as "=2E" or "=3A", so no batch id maps onto it.
+const sweepKey = "=sweep"
+
+// GetSweep reads the last sweep record; ErrNotFound before the first.
+func (s *Store) GetSweep(ctx context.Context) (*Sweep, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	e, err := s.polls.Get(ctx, sweepKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("get sweep: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get sweep: %w", err)
+	}
+	var sw Sweep
+	if err := json.Unmarshal(e.Value(), &sw); err != nil {
+		return nil, fmt.Errorf("decode sweep: %w", err)
+	}
+	return &sw, nil
+}
+
+// PutSweep records a finished sweep.
+func (s *Store) PutSweep(ctx context.Context, sw *Sweep) error {
+	data, err := json.Marshal(sw)
+	if err != nil {
+		return fmt.Errorf("encode sweep: %w", err)
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if _, err := s.polls.Put(ctx, sweepKey, data); err != nil {
+		return fmt.Errorf("put sweep: %w", err)
+	}
+	return nil
+}

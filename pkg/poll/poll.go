@@ -45,9 +45,11 @@ type Deps struct {
 	Store   *jobstore.Store
 	Vendor  vendor
 	Limiter limiter
-	// Locker, if set, serialises polls of one batch across the claim and
-	// the vendor webhook paths.
-	Locker  locker
+	// Locker, if set, serialises polls of one batch across the claim, the
+	// vendor webhook and the sweep paths, and elects the sweep leader.
+	Locker locker
+	// Lister, with Locker and Config.SweepInterval, enables the List sweep.
+	Lister  lister
 	Metrics *telemetry.Metrics
 	Logger  zerolog.Logger
 	Now     func() time.Time
@@ -76,6 +78,12 @@ type Config struct {
 	SoftTimeout   time.Duration
 	HardTimeout   time.Duration
 	TimeoutAction string
+	// SweepInterval is POLL_SWEEP_INTERVAL: one poller of the fleet (the
+	// leader) lists the vendor's batches this often, 100 a page, and
+	// applies every change it sees; while its sweeps are fresh a batch's
+	// own poll only runs every MaxInterval, as a safety net. Zero: no sweep
+	// (there is no default here; the fleet's config has one).
+	SweepInterval time.Duration
 	StopTimeout   time.Duration
 	Streams       stream.Settings
 }
@@ -104,6 +112,10 @@ type Poller struct {
 
 	mu  sync.Mutex
 	rnd *rand.Rand
+
+	sweepMu   sync.Mutex
+	sweepRec  *jobstore.Sweep
+	sweepRead time.Time
 }
 
 // New validates the dependencies and returns a Poller.
@@ -168,6 +180,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Consume(gctx, claims, opt, p.handleClaim) })
 	g.Go(func() error { return stream.Consume(gctx, cancels, copt, p.handleCancel) })
+	g.Go(func() error { return p.runSweeper(gctx) })
 	return g.Wait()
 }
 
@@ -189,10 +202,40 @@ func (p *Poller) Delay(status string, pollsSinceChange int) time.Duration {
 		f := float64(p.cfg.InitialInterval) * math.Pow(2, float64(min(pollsSinceChange, 40)))
 		d = time.Duration(min(f, float64(p.cfg.MaxInterval)))
 	}
+	return p.jittered(d)
+}
+
+// jittered moves d by up to +-Jitter of itself, capped at MaxInterval.
+func (p *Poller) jittered(d time.Duration) time.Duration {
 	p.mu.Lock()
 	j := 1 + p.cfg.Jitter*(2*p.rnd.Float64()-1)
 	p.mu.Unlock()
 	return min(time.Duration(float64(d)*j), p.cfg.MaxInterval)
+}
+
+// sweep returns the last sweep record, read at most once a second; nil
+// without sweeping or when it cannot be read.
+func (p *Poller) sweep(ctx context.Context) *jobstore.Sweep {
+	if p.cfg.SweepInterval <= 0 {
+		return nil
+	}
+	p.sweepMu.Lock()
+	defer p.sweepMu.Unlock()
+	if now := time.Now(); now.Sub(p.sweepRead) >= time.Second {
+		rec, err := p.d.Store.GetSweep(ctx)
+		if err != nil && !errors.Is(err, jobstore.ErrNotFound) {
+			p.log.Debug().Err(err).Msg("read sweep record")
+		}
+		p.sweepRec, p.sweepRead = rec, now
+	}
+	return p.sweepRec
+}
+
+// watched reports whether a fresh sweep covers the batch: then the sweep
+// detects its changes and its own poll is only a safety net.
+func (p *Poller) watched(ctx context.Context, st *jobstore.Poll) bool {
+	sw := p.sweep(ctx)
+	return sw.Fresh(p.d.Now()) && sw.Covers(st.CreatedAt)
 }
 
 func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
@@ -222,8 +265,28 @@ func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
 }
 
 // pollOnce polls the batch once and returns the delay before the next poll,
-// or -1 once the batch is final and handed to the notifiers.
+// or -1 once the batch is final and handed to the notifiers. While a fresh
+// sweep covers the batch, the first delivery only schedules the next one
+// and later ones poll every MaxInterval: the sweep detects the changes.
 func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTask) (time.Duration, error) {
+	md, _ := m.Metadata()
+	delivered := 1
+	if md != nil {
+		delivered = int(md.NumDelivered)
+	}
+	watched := false
+	if p.cfg.SweepInterval > 0 {
+		st, err := p.loadPoll(ctx, t)
+		if err != nil {
+			return p.cfg.InitialInterval, err
+		}
+		if st.Final {
+			return -1, p.handOff(ctx, t)
+		}
+		if watched = p.watched(ctx, st); watched && delivered == 1 {
+			return p.jittered(p.cfg.MaxInterval), nil
+		}
+	}
 	if p.d.Limiter != nil {
 		_ = m.InProgress()
 		if err := p.d.Limiter.Wait(ctx); err != nil {
@@ -240,11 +303,10 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		return p.cfg.InitialInterval, nil
 	}
 	defer unlock()
-	// One read, under the mutex: the webhook path cannot move the state now.
-	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
-	if errors.Is(err, jobstore.ErrNotFound) {
-		st = &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}
-	} else if err != nil {
+	// One read, under the mutex: the webhook and sweep paths cannot move
+	// the state now.
+	st, err := p.loadPoll(ctx, t)
+	if err != nil {
 		return p.cfg.InitialInterval, err
 	}
 	if st.Final {
@@ -257,11 +319,6 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 			return max(ve.RetryAfter, p.Delay("", 1)), err
 		}
 		return p.cfg.InitialInterval, err
-	}
-	md, _ := m.Metadata()
-	delivered := 1
-	if md != nil {
-		delivered = int(md.NumDelivered)
 	}
 	prev, prevAt, prevStatus := st.Counts, st.ChangedAt, st.Status
 	changed, err := p.observe(ctx, st, t, b, delivered)
@@ -281,6 +338,9 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	if err := p.checkTimeouts(ctx, st, t, b); err != nil {
 		return p.cfg.InitialInterval, err
 	}
+	if watched {
+		return p.jittered(p.cfg.MaxInterval), nil
+	}
 	since := max(delivered-st.PollsSince, 0)
 	if changed {
 		since = 0
@@ -291,6 +351,16 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		}
 	}
 	return p.Delay(b.Status, since), nil
+}
+
+// loadPoll reads a batch's poll state, or starts one for a batch whose
+// submitter has not recorded it.
+func (p *Poller) loadPoll(ctx context.Context, t stream.PollTask) (*jobstore.Poll, error) {
+	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}, nil
+	}
+	return st, err
 }
 
 // ETA schedules the next poll of a batch whose counts moved within a
@@ -465,14 +535,17 @@ func (p *Poller) PollNow(ctx context.Context, batchID string) error {
 			}
 			continue
 		}
-		err = p.pollLocked(ctx, t)
+		err = p.pollLocked(ctx, t, nil)
 		unlock()
 		return err
 	}
 	return errors.New("poll: batch busy")
 }
 
-func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
+// pollLocked polls one batch under its mutex and applies what it finds;
+// with listed set (the sweep) it applies that view instead of a GET, and
+// only if it is ahead of the recorded state.
+func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask, listed *batchapi.Batch) error {
 	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
 	if err != nil {
 		return err
@@ -480,15 +553,22 @@ func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
 	if st.Final {
 		return nil
 	}
-	if p.d.Limiter != nil {
-		if err := p.d.Limiter.Wait(ctx); err != nil {
+	var b batchapi.Batch
+	if listed != nil {
+		if !newer(st, *listed) {
+			return nil
+		}
+		b = *listed
+	} else {
+		if p.d.Limiter != nil {
+			if err := p.d.Limiter.Wait(ctx); err != nil {
+				return err
+			}
+		}
+		p.d.Metrics.PollGet("webhook")
+		if b, err = p.d.Vendor.Get(ctx, t.BatchID); err != nil {
 			return err
 		}
-	}
-	p.d.Metrics.PollGet("webhook")
-	b, err := p.d.Vendor.Get(ctx, t.BatchID)
-	if err != nil {
-		return err
 	}
 	if _, err := p.observe(ctx, st, t, b, st.PollsSince); err != nil {
 		return err

@@ -1,6 +1,10 @@
 package telemetry
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the fleet's Prometheus metrics. Labels are bounded (never a
 // key or batch id). A nil *Metrics records nothing, so tests and tools
@@ -11,7 +15,10 @@ type Metrics struct {
 	SubmitErrors    *prometheus.CounterVec // kind
 	Invalid         *prometheus.CounterVec // code
 	AdmissionWaits  prometheus.Counter
-	PollGets        *prometheus.CounterVec // path: claim, webhook
+	PollGets        *prometheus.CounterVec // path: claim, webhook, sweep (List pages)
+	Sweeps          *prometheus.CounterVec // result: ok, error
+	SweepLast       prometheus.Gauge       // unix time of the last complete sweep
+	SweepActive     prometheus.Gauge       // the fleet's active batches the last sweep listed
 	Transitions     *prometheus.CounterVec // to
 	Completed       *prometheus.CounterVec // outcome
 	Retries         *prometheus.CounterVec // reason
@@ -32,7 +39,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		AdmissionWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "batchfleet_submit_admission_waits_total",
 			Help: "Submissions sent back to wait because an admission cap was reached."}),
 		PollGets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_vendor_gets_total",
-			Help: "Vendor batch GETs by path (claim schedule or vendor webhook)."}, []string{"path"}),
+			Help: "Vendor batch GETs by path (claim schedule, vendor webhook, or sweep: one List page)."}, []string{"path"}),
+		Sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_sweeps_total",
+			Help: "List sweeps of the vendor's batches by result (ok, error)."}, []string{"result"}),
+		SweepLast: prometheus.NewGauge(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_last_success_timestamp_seconds",
+			Help: "Unix time at which the last complete List sweep finished (on the sweep leader)."}),
+		SweepActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_active_batches",
+			Help: "The fleet's non-terminal vendor batches listed by the last sweep (on the sweep leader)."}),
 		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_transitions_total",
 			Help: "Observed vendor status transitions by target status."}, []string{"to"}),
 		Completed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_notify_jobs_completed_total",
@@ -43,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Outbound webhook delivery attempts by result (ok, retry, dead_letter)."}, []string{"result"}),
 	}
 	reg.MustRegister(m.BatchesCreated, m.Adopted, m.SubmitErrors, m.Invalid, m.AdmissionWaits,
-		m.PollGets, m.Transitions, m.Completed, m.Retries, m.WebhookAttempts)
+		m.PollGets, m.Sweeps, m.SweepLast, m.SweepActive, m.Transitions, m.Completed, m.Retries, m.WebhookAttempts)
 	return m
 }
 
@@ -87,6 +100,21 @@ func (m *Metrics) PollGet(path string) {
 	if m != nil {
 		m.PollGets.WithLabelValues(path).Inc()
 	}
+}
+
+// Swept records the end of a List sweep: err nil for a complete one that
+// found active batches of the fleet.
+func (m *Metrics) Swept(err error, active int, at time.Time) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.Sweeps.WithLabelValues("error").Inc()
+		return
+	}
+	m.Sweeps.WithLabelValues("ok").Inc()
+	m.SweepLast.Set(float64(at.UnixNano()) / 1e9)
+	m.SweepActive.Set(float64(active))
 }
 
 // Transition counts an observed transition into status to.

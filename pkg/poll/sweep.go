@@ -1,0 +1,389 @@
+package poll
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lock"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// lister is the vendor's batch list, newest first, 1..100 per page.
+type lister interface {
+	List(ctx context.Context, after string, limit int) ([]batchapi.Batch, bool, error)
+}
+
+const (
+	// sweepLookback bounds a new leader's first sweep: the 24h completion
+	// window plus an hour. Older batches are left to their claims.
+	sweepLookback = 25 * time.Hour
+	// sweepSlack widens the next sweep's bound below the oldest active
+	// batch: created_at has one-second resolution, so batches of one
+	// second may come in any order.
+	sweepSlack = time.Minute
+	// sweepRecheckNew: a terminal batch of the fleet without a poll record
+	// yet (its submitter is still writing it) is looked at again by the
+	// next sweeps while it is younger than this.
+	sweepRecheckNew = 10 * time.Minute
+	// sweepLockKey is the Redis lock of the one sweep leader.
+	sweepLockKey = "poll-sweeper"
+	// sweepPageTries bounds the attempts at one List page.
+	sweepPageTries = 4
+)
+
+// seenBatch is what the leader last applied (or found current) for a batch.
+type seenBatch struct {
+	status string
+	counts contract.Counts
+	gen    uint32
+}
+
+// sweeper is the leader's state: what it has seen, and where the next
+// sweep may stop.
+type sweeper struct {
+	p    *Poller
+	name string
+
+	mu    sync.Mutex
+	seen  map[string]seenBatch
+	gen   uint32
+	bound time.Time // vendor clock; zero before the first sweep
+}
+
+// runSweeper competes for the sweep leadership and sweeps while it holds
+// it: one sweeper in the fleet, taken over within twice the sweep interval
+// (the lock's TTL) when its poller dies.
+func (p *Poller) runSweeper(ctx context.Context) error {
+	if p.cfg.SweepInterval <= 0 || p.d.Lister == nil || p.d.Locker == nil {
+		return nil
+	}
+	ttl := max(2*p.cfg.SweepInterval, 5*time.Second)
+	for {
+		lk, err := p.d.Locker.Acquire(ctx, sweepLockKey, ttl)
+		switch {
+		case err == nil:
+			p.lead(ctx, lk)
+		case errors.Is(err, lock.ErrNotAcquired) || ctx.Err() != nil:
+		default:
+			p.log.Warn().Err(err).Msg("sweep leadership: lock")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(p.cfg.SweepInterval):
+		}
+	}
+}
+
+// lead sweeps every SweepInterval (back to back when a sweep takes longer)
+// until the lock is lost or ctx ends.
+func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
+	lk.KeepAlive(ctx)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = lk.Release(rctx)
+	}()
+	host, _ := os.Hostname()
+	s := &sweeper{p: p, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]seenBatch{}}
+	p.log.Info().Dur("interval", p.cfg.SweepInterval).Msg("sweep leader: listing the vendor's batches")
+	for {
+		began := time.Now()
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lk.Lost():
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		active, wait, err := s.sweep(sctx)
+		cancel()
+		p.d.Metrics.Swept(err, active, p.d.Now())
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn().Err(err).Msg("sweep failed: the claims poll each batch until the next complete sweep")
+		}
+		wait = max(wait, p.cfg.SweepInterval-time.Since(began))
+		select {
+		case <-ctx.Done():
+			return
+		case <-lk.Lost():
+			p.log.Warn().Err(lk.Err()).Msg("sweep leadership lost")
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// sweep lists the vendor's batches newest first down to the bound, applies
+// every change of the fleet's batches (state events, the hand-off of final
+// ones) and records the sweep. It returns the wait the vendor asked for, if
+// any, and how many active batches of the fleet it listed.
+func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
+	p := s.p
+	s.gen++
+	started := p.d.Now().UTC()
+	bound := s.bound
+	if bound.IsZero() {
+		bound = started.Add(-sweepLookback)
+	}
+	rec := jobstore.Sweep{Leader: s.name, StartedAt: started, Interval: p.cfg.SweepInterval, Ordered: true}
+
+	var (
+		failMu       sync.Mutex
+		oldestFailed time.Time
+		changed      int
+	)
+	work := make(chan batchapi.Batch)
+	var g errgroup.Group
+	for range max(min(p.cfg.Concurrency, 16), 1) {
+		g.Go(func() error {
+			for b := range work {
+				ok := s.apply(ctx, b)
+				failMu.Lock()
+				if ok {
+					changed++
+				} else if oldestFailed.IsZero() || b.CreatedAt.Before(oldestFailed) {
+					oldestFailed = b.CreatedAt
+				}
+				failMu.Unlock()
+			}
+			return nil
+		})
+	}
+
+	var (
+		after, last       string
+		lastAt, newest    time.Time
+		oldestActive      time.Time
+		wait              time.Duration
+		err               error
+		reachedEnd, cover bool
+	)
+	for ctx.Err() == nil {
+		var page []batchapi.Batch
+		var more bool
+		page, more, wait, err = s.page(ctx, after)
+		if err != nil {
+			break
+		}
+		rec.Pages++
+		for _, b := range page {
+			rec.Listed++
+			if !lastAt.IsZero() && b.CreatedAt.After(lastAt) {
+				rec.Ordered = false
+			}
+			lastAt, last = b.CreatedAt, b.ID
+			if b.CreatedAt.After(newest) {
+				newest = b.CreatedAt
+			}
+			if b.Metadata[contract.MetaIdempotencyKey] == "" {
+				continue // not a batch of the fleet
+			}
+			if !contract.TerminalStatus(b.Status) {
+				rec.Active++
+				if oldestActive.IsZero() || b.CreatedAt.Before(oldestActive) {
+					oldestActive = b.CreatedAt
+				}
+			}
+			if s.unchanged(b) {
+				continue
+			}
+			select {
+			case work <- b:
+			case <-ctx.Done():
+			}
+		}
+		if !more || len(page) == 0 {
+			reachedEnd = true
+			break
+		}
+		if lastAt.Before(bound) {
+			cover = true
+			break
+		}
+		after = last
+	}
+	close(work)
+	_ = g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return 0, wait, err
+	}
+
+	// The next sweep stops below the oldest batch that may still change:
+	// the oldest active one or the oldest whose change was not applied.
+	next := oldestActive
+	if !oldestFailed.IsZero() && (next.IsZero() || oldestFailed.Before(next)) {
+		next = oldestFailed
+	}
+	if next.IsZero() {
+		next = newest
+	}
+	if !next.IsZero() {
+		s.bound = next.Add(-sweepSlack)
+	}
+	s.prune()
+
+	rec.Changed = changed
+	rec.FinishedAt = p.d.Now().UTC()
+	switch {
+	case reachedEnd:
+		rec.CoversFrom = time.Time{}
+	case cover:
+		rec.CoversFrom = lastAt
+	}
+	if !rec.Ordered {
+		p.log.Warn().Msg("the vendor's batch list is not newest first: the sweep detects changes but the claims keep polling every batch")
+	}
+	if err := p.d.Store.PutSweep(ctx, &rec); err != nil {
+		return 0, 0, err
+	}
+	p.log.Debug().Int("pages", rec.Pages).Int("listed", rec.Listed).Int("active", rec.Active).Int("changed", changed).
+		Dur("took", rec.FinishedAt.Sub(started)).Msg("sweep done")
+	return rec.Active, 0, nil
+}
+
+// page fetches one List page, retrying rate limits and outages a few
+// times; the returned wait is the vendor's Retry-After of the last failure.
+func (s *sweeper) page(ctx context.Context, after string) ([]batchapi.Batch, bool, time.Duration, error) {
+	p := s.p
+	var wait time.Duration
+	for try := 1; ; try++ {
+		if p.d.Limiter != nil {
+			if err := p.d.Limiter.Wait(ctx); err != nil {
+				return nil, false, 0, err
+			}
+		}
+		p.d.Metrics.PollGet("sweep")
+		page, more, err := p.d.Lister.List(ctx, after, 100)
+		if err == nil {
+			return page, more, 0, nil
+		}
+		ve, ok := batchapi.AsError(err)
+		if !ok || !ve.Retryable() || try >= sweepPageTries {
+			if ok {
+				wait = ve.RetryAfter
+			}
+			return nil, false, wait, err
+		}
+		wait = max(ve.RetryAfter, p.Delay("", try))
+		select {
+		case <-ctx.Done():
+			return nil, false, 0, ctx.Err()
+		case <-time.After(min(wait, p.cfg.SweepInterval)):
+		}
+	}
+}
+
+// unchanged reports whether b is as the leader last saw it, and marks it
+// seen by this sweep.
+func (s *sweeper) unchanged(b batchapi.Batch) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, ok := s.seen[b.ID]
+	if ok && prev.status == b.Status && prev.counts == b.Counts {
+		prev.gen = s.gen
+		s.seen[b.ID] = prev
+		return true
+	}
+	return false
+}
+
+func (s *sweeper) remember(b batchapi.Batch) {
+	s.mu.Lock()
+	s.seen[b.ID] = seenBatch{status: b.Status, counts: b.Counts, gen: s.gen}
+	s.mu.Unlock()
+}
+
+// prune forgets the batches this sweep did not list: they are below the
+// bound, where nothing changes any more.
+func (s *sweeper) prune() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, v := range s.seen {
+		if v.gen != s.gen {
+			delete(s.seen, id)
+		}
+	}
+}
+
+// apply brings a listed batch's change into the fleet, like a poll that
+// needed no GET; false means it was not applied and the next sweep looks
+// again.
+func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
+	p := s.p
+	st, err := p.d.Store.GetPoll(ctx, b.ID)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		// Not tracked: a batch of another fleet on this account, or one
+		// whose submitter has not written its poll record yet.
+		if contract.TerminalStatus(b.Status) && p.d.Now().Sub(b.CreatedAt) < sweepRecheckNew {
+			return false
+		}
+		s.remember(b)
+		return true
+	case err != nil:
+		p.log.Warn().Err(err).Str("batch_id", b.ID).Msg("sweep: read poll state")
+		return false
+	case st.Final || !newer(st, b):
+		s.remember(b)
+		return true
+	}
+	unlock, busy, err := p.lockBatch(ctx, b.ID)
+	if err != nil || busy {
+		return false // another path is polling it right now
+	}
+	defer unlock()
+	t := stream.PollTask{BatchID: b.ID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
+	if err := p.pollLocked(ctx, t, &b); err != nil {
+		p.log.Warn().Err(err).Str("batch_id", b.ID).Msg("sweep: apply change")
+		return false
+	}
+	s.remember(b)
+	return true
+}
+
+// statusRank orders the statuses a batch moves through, so a listed view
+// older than what the fleet already observed is never applied.
+func statusRank(s string) int {
+	switch s {
+	case "":
+		return 0
+	case contract.StatusValidating:
+		return 1
+	case contract.StatusInProgress:
+		return 2
+	case contract.StatusFinalizing, contract.StatusCancelling:
+		return 3
+	}
+	if contract.TerminalStatus(s) {
+		return 4
+	}
+	return 2 // a status this fleet does not know: somewhere in between
+}
+
+// newer reports whether the vendor's view b is ahead of the recorded state:
+// a later status, or the same status with more requests done.
+func newer(st *jobstore.Poll, b batchapi.Batch) bool {
+	rs, rb := statusRank(st.Status), statusRank(b.Status)
+	if rs != rb {
+		return rb > rs
+	}
+	if st.Status != b.Status {
+		return false
+	}
+	return b.Counts.Completed+b.Counts.Failed > st.Counts.Completed+st.Counts.Failed ||
+		(b.Counts.Total != st.Counts.Total && st.Counts.Total == 0)
+}
