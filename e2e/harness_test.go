@@ -65,6 +65,9 @@ func startFleet(t *testing.T, o fleetOpts) *fleet {
 		"NATS_URL=" + f.NATS.URL(), "REDIS_URL=" + f.Redis.URL(),
 		"OPENAI_API_KEY=sk-test", "OPENAI_BASE_URL=" + f.EmuURL,
 		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s", "POLL_RATE=1000/s",
+		// The sweep runs beside the claims in every test, so both paths
+		// race to apply each change.
+		"POLL_SWEEP_INTERVAL=500ms",
 	}, o.WorkerEnv...)
 	return f
 }

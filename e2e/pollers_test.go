@@ -3,6 +3,8 @@ package e2e
 import (
 	"net"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/emulator"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
 )
 
 // calls returns the emulator's call log for one op.
@@ -52,7 +55,8 @@ func (f *fleet) assertNoOverlappingGets() int {
 // within the lease and every job completes exactly once; no batch is ever
 // polled by two pollers at the same moment.
 func TestPollerKilledJobsTakenOver(t *testing.T) {
-	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_IN_PROGRESS_FOR=6s", "EMULATOR_LATENCY=20ms"}})
+	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_IN_PROGRESS_FOR=6s", "EMULATOR_LATENCY=20ms"},
+		WorkerEnv: []string{"POLL_SWEEP_INTERVAL=0"}}) // the claims alone
 	f.start("submitter", 1)
 	f.start("notifier", 1)
 	victim := f.start("poller", 1)[0]
@@ -84,7 +88,7 @@ func TestVendorWebhooksDetectCompletionFast(t *testing.T) {
 	require.NoError(t, ln.Close())
 	f := startFleet(t, fleetOpts{
 		EmulatorEnv: []string{"EMULATOR_WEBHOOK_URL=http://" + addr + "/webhooks/openai", "EMULATOR_WEBHOOK_SECRET=" + secret},
-		WorkerEnv:   []string{"POLL_INITIAL_INTERVAL=20s", "POLL_MAX_INTERVAL=60s"},
+		WorkerEnv:   []string{"POLL_INITIAL_INTERVAL=20s", "POLL_MAX_INTERVAL=60s", "POLL_SWEEP_INTERVAL=0"},
 	})
 	f.start("submitter", 1)
 	f.start("notifier", 1)
@@ -110,6 +114,48 @@ func TestVendorWebhooksDetectCompletionFast(t *testing.T) {
 	t.Logf("detection latency vendor terminal -> batch.state.completed over %d batches: p50 %s, p99 %s, max %s",
 		len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	require.Less(t, p99, time.Second)
+}
+
+// The List sweep's leader is SIGKILLed while 20 jobs are in progress: the
+// other poller takes the leadership over within the lock's TTL (5s) and
+// detects every completion, long before the dead poller's claims could be
+// taken over (a 40s lease here) or the claims' own 30s schedule; every job
+// completes exactly once, and no poller GETs a batch.
+func TestSweepLeaderKilled(t *testing.T) {
+	f := startFleet(t, fleetOpts{
+		EmulatorEnv: []string{"EMULATOR_IN_PROGRESS_FOR=6s"},
+		WorkerEnv:   []string{"POLL_INITIAL_INTERVAL=30s", "POLL_MAX_INTERVAL=60s", "POLL_LEASE=40s", "POLL_SWEEP_INTERVAL=300ms"},
+	})
+	f.start("submitter", 1)
+	f.start("notifier", 1)
+	leader := f.start("poller", 1)[0]
+	store, err := jobstore.Open(t.Context(), f.JS, jobstore.Settings{})
+	require.NoError(t, err)
+	sweptBy := func() string {
+		rec, err := store.GetSweep(t.Context())
+		if err != nil || time.Since(rec.FinishedAt) > 2*time.Second {
+			return ""
+		}
+		return rec.Leader
+	}
+	fleettest.WaitFor(t, 30*time.Second, func() bool { return strings.HasSuffix(sweptBy(), "/"+strconv.Itoa(leader.Pid())) },
+		"the first poller leads the sweep")
+	other := f.start("poller", 1)[0]
+	inProgress := subscribe[contract.State](f, contract.StateSubject(contract.StatusInProgress))
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	keys := f.publishJobs("swept", 20, 2, true)
+	fleettest.ReadN(t, inProgress, len(keys), 60*time.Second)
+	leader.Kill()
+	killed := time.Now()
+	f.expectOneEach(completed, keys, 30*time.Second)
+	t.Logf("all %d jobs completed %.1fs after the sweep leader was killed", len(keys), time.Since(killed).Seconds())
+	require.True(t, strings.HasSuffix(sweptBy(), "/"+strconv.Itoa(other.Pid())), "the other poller leads now: %q", sweptBy())
+	gets := f.assertNoOverlappingGets()
+	st := f.stats()
+	t.Logf("%d List calls, %d GETs (the notifiers' reads of final batches) for %d batches", st.CallsByOp[emulator.OpList], gets, len(keys))
+	// The notifiers read each final batch once; the pollers made no GET.
+	require.LessOrEqual(t, gets, len(keys), "the sweep, not per-batch GETs, detected the changes")
+	f.noMore(completed, "swept-sentinel")
 }
 
 // batch.cancel cancels the vendor batch; what finished is kept, the job

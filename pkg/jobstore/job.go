@@ -216,10 +216,14 @@ type Sweep struct {
 	Changed int  `json:"changed"` // batches whose change the sweep applied
 }
 
+// sweepGrace is added to the freshness window of a sweep record: readers
+// cache it for a second, and a sweep takes a while.
+const sweepGrace = 5 * time.Second
+
 // Fresh reports whether the sweep at s is recent enough to be relied on at
-// now: finished within three of its intervals.
+// now: finished within two of its intervals plus a grace of 5s.
 func (s *Sweep) Fresh(now time.Time) bool {
-	return s != nil && s.Ordered && s.Interval > 0 && now.Before(s.FinishedAt.Add(3*s.Interval))
+	return s != nil && s.Ordered && s.Interval > 0 && now.Before(s.FinishedAt.Add(2*s.Interval+sweepGrace))
 }
 
 // Covers reports whether a batch the fleet recorded at createdAt (fleet

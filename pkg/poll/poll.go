@@ -487,19 +487,25 @@ func (p *Poller) checkTimeouts(ctx context.Context, st *jobstore.Poll, t stream.
 	return p.d.Store.PutPoll(ctx, st)
 }
 
+// batchLockTTL is the lease of the per-batch polling mutex.
+const batchLockTTL = 5 * time.Second
+
 // lockBatch takes the per-batch polling mutex; busy means another poller
 // holds it. Without a Locker it is a no-op.
 func (p *Poller) lockBatch(ctx context.Context, batchID string) (func(), bool, error) {
 	if p.d.Locker == nil {
 		return func() {}, false, nil
 	}
-	lk, err := p.d.Locker.Acquire(ctx, "poll:"+batchID, p.cfg.Lease)
+	lk, err := p.d.Locker.Acquire(ctx, "poll:"+batchID, batchLockTTL)
 	if errors.Is(err, lock.ErrNotAcquired) {
 		return nil, true, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
+	// Renewed while the poll runs: a poller that dies holding it blocks
+	// the batch's other paths for at most batchLockTTL.
+	lk.KeepAlive(ctx)
 	return func() { _ = lk.Release(context.WithoutCancel(ctx)) }, false, nil
 }
 
