@@ -40,6 +40,9 @@ type scenario struct {
 
 	Pollers, Concurrency int
 	Initial, Max         time.Duration // POLL_INITIAL_INTERVAL, POLL_MAX_INTERVAL
+	// Sweep is POLL_SWEEP_INTERVAL of the "sweep" strategy (adaptive
+	// claims plus the List sweep); the other strategies run without.
+	Sweep time.Duration
 
 	// Vendor timings: a batch validates for Validating plus its share of
 	// Stagger (0..Stagger, by creation wave), runs InProgress, finalizes
@@ -121,6 +124,7 @@ func scenarios(b *testing.B) []scenario {
 		Concurrency: envInt(b, "POLLBENCH_CONCURRENCY", 64),
 		Initial:     envDur(b, "POLLBENCH_INITIAL", 2*time.Second),
 		Max:         envDur(b, "POLLBENCH_MAX", 60*time.Second),
+		Sweep:       envDur(b, "POLLBENCH_SWEEP", time.Second),
 		Validating:  envDur(b, "POLLBENCH_VALIDATING", 5*time.Second),
 		InProgress:  envDur(b, "POLLBENCH_IN_PROGRESS", 60*time.Second),
 		Finalizing:  envDur(b, "POLLBENCH_FINALIZING", 10*time.Second),
@@ -129,16 +133,27 @@ func scenarios(b *testing.B) []scenario {
 	}
 	var out []scenario
 	for _, s := range sc {
-		for st := range strings.SplitSeq(cmpOr(os.Getenv("POLLBENCH_STRATEGIES"), "adaptive,fixed"), ",") {
+		for st := range strings.SplitSeq(cmpOr(os.Getenv("POLLBENCH_STRATEGIES"), "sweep,adaptive,fixed"), ",") {
 			r := base
 			r.Jobs, r.Observe, r.Strategy = s.Jobs, s.Observe, strings.TrimSpace(st)
-			if r.Strategy != poll.StrategyAdaptive && r.Strategy != poll.StrategyFixed {
+			if r.Strategy != strategySweep && r.Strategy != poll.StrategyAdaptive && r.Strategy != poll.StrategyFixed {
 				b.Fatalf("POLLBENCH_STRATEGIES: unknown strategy %q", r.Strategy)
 			}
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// strategySweep is the fleet's default: adaptive claims and the List sweep.
+const strategySweep = "sweep"
+
+// pollerEnv is a scenario's strategy as poller settings.
+func (s scenario) pollerEnv() []string {
+	if s.Strategy == strategySweep {
+		return []string{"POLL_STRATEGY=" + poll.StrategyAdaptive, "POLL_SWEEP_INTERVAL=" + s.Sweep.String()}
+	}
+	return []string{"POLL_STRATEGY=" + s.Strategy, "POLL_SWEEP_INTERVAL=0"}
 }
 
 func cmpOr(v, def string) string {
@@ -173,6 +188,7 @@ type result struct {
 	completed             int           // batch.state.completed events seen
 	vendorTerminal        int           // batches terminal at the emulator by the end
 	gets                  int64
+	lists                 int64 // List pages (the sweep)
 	getsByPoller          []int64
 	getsPerCompleted      []int // GETs of each completed batch
 	latency               []time.Duration
@@ -249,13 +265,13 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 	for i := range procs {
 		keys[i] = fmt.Sprintf("pollbench-poller-%d", i)
 		marker := fmt.Sprintf("POLLBENCH_PROC=%d-%s-%d-%d", os.Getpid(), sc.Strategy, sc.Jobs, i)
-		procs[i] = fleettest.StartProcess(b, bin, []string{
+		procs[i] = fleettest.StartProcess(b, bin, append([]string{
 			"NATS_URL=" + nats.URL(), "REDIS_URL=" + rds.URL(),
 			"OPENAI_BASE_URL=" + srv.URL + "/v1", "OPENAI_API_KEY=" + keys[i],
 			"POLL_INITIAL_INTERVAL=" + sc.Initial.String(), "POLL_MAX_INTERVAL=" + sc.Max.String(),
-			"POLL_STRATEGY=" + sc.Strategy, "POLL_RATE=0", "POLL_CONCURRENCY=" + strconv.Itoa(sc.Concurrency),
+			"POLL_RATE=0", "POLL_CONCURRENCY=" + strconv.Itoa(sc.Concurrency),
 			"LOG_LEVEL=warn", "STOP_TIMEOUT=5s", marker,
-		}, fmt.Sprintf("poller-%d", i))
+		}, sc.pollerEnv()...), fmt.Sprintf("poller-%d", i))
 		fleettest.WaitFor(b, 30*time.Second, func() bool {
 			pids[i], err = findPID(marker)
 			return err == nil
@@ -364,7 +380,7 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 	}
 
 	// 7. Derive the figures.
-	r.gets = m.gets()
+	r.gets, r.lists = m.gets(), m.lists()
 	for _, k := range keys {
 		r.getsByPoller = append(r.getsByPoller, m.getsBy(k))
 	}
@@ -542,6 +558,7 @@ func (r *result) report(b *testing.B) {
 	n := float64(r.sc.Jobs)
 	lat := sortedCopy(r.latency)
 	b.ReportMetric(float64(r.gets)/n, "gets/job")
+	b.ReportMetric(float64(r.gets+r.lists)/n, "vendor-calls/job")
 	b.ReportMetric(mean(r.getsPerCompleted), "gets/completed-job")
 	b.ReportMetric(float64(r.completed), "completed")
 	b.ReportMetric(float64(r.completed)/float64(max(r.vendorTerminal, 1)), "detected/vendor-terminal")
@@ -595,15 +612,15 @@ func printSummary(out io.Writer, rs []*result) {
 	fmt.Fprintf(out, "(\"undetected\": that rank was not detected within the run); GET interval: between consecutive GETs of one batch\n\n")
 
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "jobs\tstrategy\tobserved\tvendor-terminal\tdetected\tGETs/job\tGETs/detected job\tdetect p50\tdetect p99\tdetect max\tGET interval p50\tp99\t")
+	fmt.Fprintln(w, "jobs\tstrategy\tobserved\tvendor-terminal\tdetected\tvendor calls/job\t(GETs + Lists)\tGETs/detected job\tdetect p50\tdetect p99\tdetect max\tGET interval p50\tp99\t")
 	for _, r := range rs {
 		lat, iv := sortedCopy(r.latency), sortedCopy(r.intervals)
 		obs := r.ran.Round(time.Second).String() + " (all)"
 		if r.sc.Observe > 0 {
 			obs = r.sc.Observe.String() + " (cap)"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.sc.Jobs, r.sc.Strategy, obs, r.vendorTerminal, r.completed, float64(r.gets)/float64(r.sc.Jobs), mean(r.getsPerCompleted),
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%.2f\t%d + %d\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.sc.Jobs, r.sc.Strategy, obs, r.vendorTerminal, r.completed, float64(r.gets+r.lists)/float64(r.sc.Jobs), r.gets, r.lists, mean(r.getsPerCompleted),
 			censored(lat, r.vendorTerminal, 0.5), censored(lat, r.vendorTerminal, 0.99), censored(lat, r.vendorTerminal, 1),
 			quantile(iv, 0.5), quantile(iv, 0.99))
 	}

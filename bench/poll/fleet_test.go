@@ -36,6 +36,7 @@ type meter struct {
 
 	mu        sync.Mutex
 	total     int64
+	listed    int64 // List calls
 	byKey     map[string]int64
 	batches   map[string]*batchGets
 	intervals []time.Duration
@@ -51,6 +52,11 @@ func newMeter(next http.Handler) *meter {
 }
 
 func (m *meter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/v1/batches" {
+		m.mu.Lock()
+		m.listed++
+		m.mu.Unlock()
+	}
 	if id, ok := strings.CutPrefix(r.URL.Path, "/v1/batches/"); ok && r.Method == http.MethodGet && !strings.Contains(id, "/") {
 		now := time.Now()
 		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -75,6 +81,12 @@ func (m *meter) gets() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.total
+}
+
+func (m *meter) lists() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.listed
 }
 
 func (m *meter) getsBy(key string) int64 {

@@ -15,4 +15,13 @@
 // move and shortened while the batch is finalizing; the vendor's
 // Retry-After is honoured, and all pollers together stay under POLL_RATE
 // GETs through a limiter shared in Redis.
+//
+// With POLL_SWEEP_INTERVAL set, one poller (the leader, elected by a Redis
+// lock) also sweeps: it lists the vendor's batches newest first, 100 a
+// page, down to the oldest batch that was active at its previous sweep,
+// and applies every change of the fleet's batches as a poll would, never
+// going back to an older view. While its sweep record is fresh and the
+// list proved newest first, a claim skips its first GET and then polls
+// only every POLL_MAX_INTERVAL as a safety net: one List page replaces up
+// to 100 GETs. A stale sweep returns every claim to its own schedule.
 package poll
