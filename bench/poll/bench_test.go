@@ -285,6 +285,14 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumWaiting >= sc.Pollers
 	}, "pollers pulling claims")
+	if sc.Strategy == strategySweep {
+		// A running fleet has a sweep leader when batches arrive; before
+		// its first sweep every claim polls on its own schedule.
+		fleettest.WaitFor(b, 60*time.Second, func() bool {
+			_, err := store.GetSweep(ctx)
+			return err == nil
+		}, "the first sweep")
+	}
 	time.Sleep(time.Second) // let start-up settle before the idle reading
 	for _, pid := range pids {
 		mem, err := readProcMem(pid)

@@ -221,9 +221,14 @@ type Sweep struct {
 const sweepGrace = 5 * time.Second
 
 // Fresh reports whether the sweep at s is recent enough to be relied on at
-// now: finished within two of its intervals plus a grace of 5s.
+// now: finished within two of its intervals, or of its own duration when
+// the sweep took longer, plus a grace of 5s.
 func (s *Sweep) Fresh(now time.Time) bool {
-	return s != nil && s.Ordered && s.Interval > 0 && now.Before(s.FinishedAt.Add(2*s.Interval+sweepGrace))
+	if s == nil || !s.Ordered || s.Interval <= 0 {
+		return false
+	}
+	period := max(s.Interval, s.FinishedAt.Sub(s.StartedAt))
+	return now.Before(s.FinishedAt.Add(2*period + sweepGrace))
 }
 
 // Covers reports whether a batch the fleet recorded at createdAt (fleet

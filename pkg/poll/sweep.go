@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,9 +18,10 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
-// lister is the vendor's batch list, newest first, 1..100 per page.
+// lister is the vendor's batch list, newest first, 1..100 per page, with
+// at least ID, Status, Counts, Metadata and CreatedAt.
 type lister interface {
-	List(ctx context.Context, after string, limit int) ([]batchapi.Batch, bool, error)
+	ListBrief(ctx context.Context, after string, limit int) ([]batchapi.Batch, bool, error)
 }
 
 const (
@@ -54,7 +56,7 @@ type sweeper struct {
 	name string
 
 	mu    sync.Mutex
-	seen  map[string]seenBatch
+	seen  map[string]*seenBatch // by detached id: see remember
 	gen   uint32
 	bound time.Time // vendor clock; zero before the first sweep
 }
@@ -94,7 +96,7 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
 		_ = lk.Release(rctx)
 	}()
 	host, _ := os.Hostname()
-	s := &sweeper{p: p, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]seenBatch{}}
+	s := &sweeper{p: p, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]*seenBatch{}}
 	p.log.Info().Dur("interval", p.cfg.SweepInterval).Msg("sweep leader: listing the vendor's batches")
 	for {
 		began := time.Now()
@@ -199,7 +201,7 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 				continue
 			}
 			select {
-			case work <- b:
+			case work <- detach(b):
 			case <-ctx.Done():
 			}
 		}
@@ -267,7 +269,7 @@ func (s *sweeper) page(ctx context.Context, after string) ([]batchapi.Batch, boo
 			}
 		}
 		p.d.Metrics.PollGet("sweep")
-		page, more, err := p.d.Lister.List(ctx, after, 100)
+		page, more, err := p.d.Lister.ListBrief(ctx, after, 100)
 		if err == nil {
 			return page, more, 0, nil
 		}
@@ -292,19 +294,40 @@ func (s *sweeper) page(ctx context.Context, after string) ([]batchapi.Batch, boo
 func (s *sweeper) unchanged(b batchapi.Batch) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prev, ok := s.seen[b.ID]
-	if ok && prev.status == b.Status && prev.counts == b.Counts {
+	// Updated in place: assigning s.seen[b.ID] would store b.ID, a string
+	// sharing the List page's buffer, as the key and keep the page alive.
+	prev := s.seen[b.ID]
+	if prev != nil && prev.status == b.Status && prev.counts == b.Counts {
 		prev.gen = s.gen
-		s.seen[b.ID] = prev
 		return true
 	}
 	return false
 }
 
+// remember records b, a detached batch, as applied.
 func (s *sweeper) remember(b batchapi.Batch) {
+	v := &seenBatch{status: internStatus(b.Status), counts: b.Counts}
 	s.mu.Lock()
-	s.seen[b.ID] = seenBatch{status: b.Status, counts: b.Counts, gen: s.gen}
+	v.gen = s.gen
+	s.seen[b.ID] = v // b is detached
 	s.mu.Unlock()
+}
+
+// detach keeps what applying a listed batch needs, in memory of its own:
+// the decoded strings share the page's buffers, which would otherwise stay
+// alive while the workers hold their batches.
+func detach(b batchapi.Batch) batchapi.Batch {
+	return batchapi.Batch{ID: strings.Clone(b.ID), Status: internStatus(b.Status), Counts: b.Counts, CreatedAt: b.CreatedAt}
+}
+
+func internStatus(st string) string {
+	for _, known := range [...]string{contract.StatusValidating, contract.StatusInProgress, contract.StatusFinalizing,
+		contract.StatusCompleted, contract.StatusFailed, contract.StatusExpired, contract.StatusCancelling, contract.StatusCancelled} {
+		if st == known {
+			return known
+		}
+	}
+	return strings.Clone(st)
 }
 
 // prune forgets the batches this sweep did not list: they are below the
