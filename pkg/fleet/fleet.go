@@ -97,12 +97,14 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 		return nil, err
 	}
 	d := poll.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Logger: inf.Logger, Metrics: telemetry.NewMetrics(inf.Metrics)}
-	if c.Poll.WebhookAddr != "" || c.Poll.SweepInterval > 0 {
-		// The mutex serialises the claim path with the vendor webhook and
-		// sweep paths (and elects the sweep leader); with the claim alone
-		// polling, it is exclusive, and the lock would cost two Redis round
-		// trips per poll.
+	if c.Poll.WebhookAddr != "" {
+		// The mutex serialises the claim path with the vendor webhook path;
+		// without webhooks the claim alone is exclusive, and the lock would
+		// cost two Redis round trips per poll.
 		d.Locker = lock.New(inf.Redis, lock.Options{Logger: inf.Logger})
+	}
+	if c.Poll.SweepInterval > 0 {
+		d.Leader = lock.New(inf.Redis, lock.Options{Logger: inf.Logger})
 		d.Lister = inf.Vendor
 	}
 	lim, err := limiter(inf, "POLL_RATE", c.Poll.Rate)

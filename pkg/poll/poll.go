@@ -45,10 +45,14 @@ type Deps struct {
 	Store   *jobstore.Store
 	Vendor  vendor
 	Limiter limiter
-	// Locker, if set, serialises polls of one batch across the claim, the
-	// vendor webhook and the sweep paths, and elects the sweep leader.
+	// Locker, if set, serialises polls of one batch across the claim and
+	// the vendor webhook paths, so two GETs of a batch never overlap (the
+	// sweep makes no GET; compare-and-set on the poll state and
+	// de-duplicated events keep it consistent with the others).
 	Locker locker
-	// Lister, with Locker and Config.SweepInterval, enables the List sweep.
+	// Leader elects the one sweeper of the fleet; with Lister and
+	// Config.SweepInterval it enables the List sweep.
+	Leader  locker
 	Lister  lister
 	Metrics *telemetry.Metrics
 	Logger  zerolog.Logger
@@ -275,9 +279,10 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		delivered = int(md.NumDelivered)
 	}
 	watched := false
+	var st *jobstore.Poll
 	if p.cfg.SweepInterval > 0 {
-		st, err := p.loadPoll(ctx, t)
-		if err != nil {
+		var err error
+		if st, err = p.loadPoll(ctx, t); err != nil {
 			return p.cfg.InitialInterval, err
 		}
 		if st.Final {
@@ -303,14 +308,14 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		return p.cfg.InitialInterval, nil
 	}
 	defer unlock()
-	// One read, under the mutex: the webhook and sweep paths cannot move
-	// the state now.
-	st, err := p.loadPoll(ctx, t)
-	if err != nil {
-		return p.cfg.InitialInterval, err
-	}
-	if st.Final {
-		return -1, p.handOff(ctx, t)
+	if st == nil || p.d.Locker != nil {
+		// (Again) under the mutex: the webhook path cannot move it now.
+		if st, err = p.loadPoll(ctx, t); err != nil {
+			return p.cfg.InitialInterval, err
+		}
+		if st.Final {
+			return -1, p.handOff(ctx, t)
+		}
 	}
 	p.d.Metrics.PollGet("claim")
 	b, err := p.d.Vendor.Get(ctx, t.BatchID)
@@ -325,14 +330,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	if err != nil {
 		return p.cfg.InitialInterval, err
 	}
-	if contract.TerminalStatus(b.Status) {
-		if err := p.handOff(ctx, t); err != nil {
-			return p.cfg.InitialInterval, err
-		}
-		st.Final = true
-		if err := p.d.Store.PutPoll(ctx, st); err != nil {
-			p.log.Warn().Err(err).Str("batch_id", t.BatchID).Msg("mark poll state final")
-		}
+	if st.Final {
 		return -1, nil
 	}
 	if err := p.checkTimeouts(ctx, st, t, b); err != nil {
@@ -383,9 +381,11 @@ func (p *Poller) ETA(prev contract.Counts, prevAt time.Time, cur contract.Counts
 	return min(max(eta, p.cfg.InitialInterval), p.cfg.MaxInterval), true
 }
 
-// observe publishes what changed since the last poll and records it.
-// PollsSince stores the delivery count at the last change, so an unchanged
-// poll writes nothing.
+// observe publishes what changed since the last poll and records it; a
+// final batch is handed to the notifiers and recorded final in the same
+// write. PollsSince stores the delivery count at the last change, so an
+// unchanged poll writes nothing. The write is a compare-and-set: a path
+// that applied a change meanwhile makes it fail with ErrConflict.
 func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTask, b batchapi.Batch, delivered int) (bool, error) {
 	now := p.d.Now().UTC()
 	jobKey, _ := contract.SplitRetryKey(t.Key)
@@ -395,7 +395,8 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 	}
 	statusMoved := b.Status != st.Status
 	countsMoved := b.Counts != st.Counts
-	if !statusMoved && !countsMoved {
+	final := contract.TerminalStatus(b.Status)
+	if !statusMoved && !countsMoved && !final {
 		return false, nil
 	}
 	if statusMoved {
@@ -414,11 +415,20 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 		}
 		st.ProgressAt = now
 	}
-	st.Status, st.Counts, st.ChangedAt, st.PollsSince = b.Status, b.Counts, now, delivered
-	if err := p.d.Store.PutPoll(ctx, st); err != nil {
-		return true, err
+	if final {
+		if err := p.handOff(ctx, t); err != nil {
+			return false, err
+		}
+		st.Final = true
 	}
-	return true, nil
+	moved := statusMoved || countsMoved
+	if moved {
+		st.Status, st.Counts, st.ChangedAt, st.PollsSince = b.Status, b.Counts, now, delivered
+	}
+	if err := p.d.Store.PutPoll(ctx, st); err != nil {
+		return moved, err
+	}
+	return moved, nil
 }
 
 func itoa(n int) string {
@@ -541,17 +551,15 @@ func (p *Poller) PollNow(ctx context.Context, batchID string) error {
 			}
 			continue
 		}
-		err = p.pollLocked(ctx, t, nil)
+		err = p.pollLocked(ctx, t)
 		unlock()
 		return err
 	}
 	return errors.New("poll: batch busy")
 }
 
-// pollLocked polls one batch under its mutex and applies what it finds;
-// with listed set (the sweep) it applies that view instead of a GET, and
-// only if it is ahead of the recorded state.
-func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask, listed *batchapi.Batch) error {
+// pollLocked polls one batch under its mutex and applies what it finds.
+func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
 	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
 	if err != nil {
 		return err
@@ -559,32 +567,16 @@ func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask, listed *batc
 	if st.Final {
 		return nil
 	}
-	var b batchapi.Batch
-	if listed != nil {
-		if !newer(st, *listed) {
-			return nil
-		}
-		b = *listed
-	} else {
-		if p.d.Limiter != nil {
-			if err := p.d.Limiter.Wait(ctx); err != nil {
-				return err
-			}
-		}
-		p.d.Metrics.PollGet("webhook")
-		if b, err = p.d.Vendor.Get(ctx, t.BatchID); err != nil {
+	if p.d.Limiter != nil {
+		if err := p.d.Limiter.Wait(ctx); err != nil {
 			return err
 		}
 	}
-	if _, err := p.observe(ctx, st, t, b, st.PollsSince); err != nil {
+	p.d.Metrics.PollGet("webhook")
+	b, err := p.d.Vendor.Get(ctx, t.BatchID)
+	if err != nil {
 		return err
 	}
-	if !contract.TerminalStatus(b.Status) {
-		return nil
-	}
-	if err := p.handOff(ctx, t); err != nil {
-		return err
-	}
-	st.Final = true
-	return p.d.Store.PutPoll(ctx, st)
+	_, err = p.observe(ctx, st, t, b, st.PollsSince)
+	return err
 }

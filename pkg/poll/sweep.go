@@ -65,12 +65,12 @@ type sweeper struct {
 // it: one sweeper in the fleet, taken over within twice the sweep interval
 // (the lock's TTL) when its poller dies.
 func (p *Poller) runSweeper(ctx context.Context) error {
-	if p.cfg.SweepInterval <= 0 || p.d.Lister == nil || p.d.Locker == nil {
+	if p.cfg.SweepInterval <= 0 || p.d.Lister == nil || p.d.Leader == nil {
 		return nil
 	}
 	ttl := max(2*p.cfg.SweepInterval, 5*time.Second)
 	for {
-		lk, err := p.d.Locker.Acquire(ctx, sweepLockKey, ttl)
+		lk, err := p.d.Leader.Acquire(ctx, sweepLockKey, ttl)
 		switch {
 		case err == nil:
 			p.lead(ctx, lk)
@@ -343,8 +343,8 @@ func (s *sweeper) prune() {
 }
 
 // apply brings a listed batch's change into the fleet, like a poll that
-// needed no GET; false means it was not applied and the next sweep looks
-// again.
+// needed no GET: one read, the events, one write. False means it was not
+// applied and the next sweep looks again.
 func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
 	p := s.p
 	st, err := p.d.Store.GetPoll(ctx, b.ID)
@@ -364,13 +364,14 @@ func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
 		s.remember(b)
 		return true
 	}
-	unlock, busy, err := p.lockBatch(ctx, b.ID)
-	if err != nil || busy {
-		return false // another path is polling it right now
-	}
-	defer unlock()
+	// No mutex: the write is a compare-and-set, and the events it
+	// publishes are de-duplicated by message id, so a claim or webhook poll
+	// racing this one makes one of them fail and look again.
 	t := stream.PollTask{BatchID: b.ID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
-	if err := p.pollLocked(ctx, t, &b); err != nil {
+	if _, err := p.observe(ctx, st, t, b, st.PollsSince); err != nil {
+		if errors.Is(err, jobstore.ErrConflict) {
+			return false // applied meanwhile by another path: compared again next sweep
+		}
 		p.log.Warn().Err(err).Str("batch_id", b.ID).Msg("sweep: apply change")
 		return false
 	}

@@ -80,7 +80,7 @@ func (r *sweepRig) create(key string) string {
 
 func (r *sweepRig) poller(interval time.Duration) *Poller {
 	r.t.Helper()
-	p, err := New(Deps{JS: r.js, Store: r.store, Vendor: r.vendor, Lister: r.vendor, Locker: r.locker, Logger: zerolog.Nop()},
+	p, err := New(Deps{JS: r.js, Store: r.store, Vendor: r.vendor, Lister: r.vendor, Leader: r.locker, Logger: zerolog.Nop()},
 		Config{SweepInterval: interval, InitialInterval: time.Minute, MaxInterval: time.Hour})
 	require.NoError(r.t, err)
 	return p
