@@ -189,6 +189,7 @@ type result struct {
 	vendorTerminal        int           // batches terminal at the emulator by the end
 	gets                  int64
 	lists                 int64 // List pages (the sweep)
+	lastSweep             *jobstore.Sweep
 	getsByPoller          []int64
 	getsPerCompleted      []int // GETs of each completed batch
 	latency               []time.Duration
@@ -378,6 +379,11 @@ func runScenario(b *testing.B, bin string, sc scenario) *result {
 		r.end = append(r.end, mem)
 	}
 	samples := smp.stop()
+	if sc.Strategy == strategySweep {
+		if rec, err := store.GetSweep(ctx); err == nil {
+			r.lastSweep = rec
+		}
+	}
 	for i, p := range procs {
 		if err := p.Stop(15 * time.Second); err != nil {
 			b.Logf("poller %d stop: %v", i, err)
@@ -670,6 +676,13 @@ func printSummary(out io.Writer, rs []*result) {
 			quantile(lat, 0.5), quantile(lat, 0.99))
 	}
 	w.Flush()
+	for _, r := range rs {
+		if sw := r.lastSweep; sw != nil {
+			fmt.Fprintf(out, "%d/%s: last sweep: %d pages, %d listed, %d active, %d changes applied, took %s, ordered %t, covers from %s, fresh %t\n",
+				r.sc.Jobs, r.sc.Strategy, sw.Pages, sw.Listed, sw.Active, sw.Changed, sw.FinishedAt.Sub(sw.StartedAt).Round(time.Millisecond),
+				sw.Ordered, sw.CoversFrom.Format(time.RFC3339), sw.Fresh(time.Now()))
+		}
+	}
 	for _, r := range rs {
 		if r.missed > 0 {
 			fmt.Fprintf(out, "WARNING: %s/%d: %d completed events without an emulator terminal time\n", r.sc.Strategy, r.sc.Jobs, r.missed)

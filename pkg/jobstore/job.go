@@ -199,10 +199,14 @@ type Poll struct {
 // safety-net pace; a stale or missing record means every batch is polled
 // on its own schedule again.
 type Sweep struct {
-	Leader     string        `json:"leader"`
-	StartedAt  time.Time     `json:"started_at"`  // fleet clock
-	FinishedAt time.Time     `json:"finished_at"` // fleet clock
-	Interval   time.Duration `json:"interval_ns"` // the leader's POLL_SWEEP_INTERVAL
+	Leader     string    `json:"leader"`
+	StartedAt  time.Time `json:"started_at"`  // fleet clock
+	FinishedAt time.Time `json:"finished_at"` // fleet clock
+	// Heartbeat is refreshed by the leader while its next sweep makes
+	// progress (a sweep applying many changes can take longer than its
+	// interval); fleet clock, zero before.
+	Heartbeat time.Time     `json:"heartbeat,omitzero"`
+	Interval  time.Duration `json:"interval_ns"` // the leader's POLL_SWEEP_INTERVAL
 	// CoversFrom is the vendor created_at of the oldest batch the sweep
 	// listed when it stopped early; every batch created after it was
 	// listed. Zero: the sweep reached the end of the list.
@@ -221,14 +225,19 @@ type Sweep struct {
 const sweepGrace = 5 * time.Second
 
 // Fresh reports whether the sweep at s is recent enough to be relied on at
-// now: finished within two of its intervals, or of its own duration when
-// the sweep took longer, plus a grace of 5s.
+// now: finished, or heard from while the next one progresses, within two
+// of its intervals (or of its own duration, when it took longer) plus a
+// grace of 5s.
 func (s *Sweep) Fresh(now time.Time) bool {
 	if s == nil || !s.Ordered || s.Interval <= 0 {
 		return false
 	}
 	period := max(s.Interval, s.FinishedAt.Sub(s.StartedAt))
-	return now.Before(s.FinishedAt.Add(2*period + sweepGrace))
+	last := s.FinishedAt
+	if s.Heartbeat.After(last) {
+		last = s.Heartbeat
+	}
+	return now.Before(last.Add(2*period + sweepGrace))
 }
 
 // Covers reports whether a batch the fleet recorded at createdAt (fleet

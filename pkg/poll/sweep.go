@@ -59,6 +59,9 @@ type sweeper struct {
 	seen  map[string]*seenBatch // by detached id: see remember
 	gen   uint32
 	bound time.Time // vendor clock; zero before the first sweep
+
+	last     *jobstore.Sweep // the last finished sweep's record, nil before
+	lastBeat time.Time
 }
 
 // runSweeper competes for the sweep leadership and sweeps while it holds
@@ -97,6 +100,9 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
 	}()
 	host, _ := os.Hostname()
 	s := &sweeper{p: p, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]*seenBatch{}}
+	if rec, err := p.d.Store.GetSweep(ctx); err == nil {
+		s.last = rec // a predecessor's: kept alive while the first sweep runs
+	}
 	p.log.Info().Dur("interval", p.cfg.SweepInterval).Msg("sweep leader: listing the vendor's batches")
 	for {
 		began := time.Now()
@@ -179,6 +185,7 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 			break
 		}
 		rec.Pages++
+		s.heartbeat(ctx)
 		for _, b := range page {
 			rec.Listed++
 			if !lastAt.IsZero() && b.CreatedAt.After(lastAt) {
@@ -252,9 +259,25 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 	if err := p.d.Store.PutSweep(ctx, &rec); err != nil {
 		return 0, 0, err
 	}
+	s.last, s.lastBeat = &rec, rec.FinishedAt
 	p.log.Debug().Int("pages", rec.Pages).Int("listed", rec.Listed).Int("active", rec.Active).Int("changed", changed).
 		Dur("took", rec.FinishedAt.Sub(started)).Msg("sweep done")
 	return rec.Active, 0, nil
+}
+
+// heartbeat refreshes the last record at most once an interval while a
+// sweep progresses, so claims keep relying on the sweep during a long one.
+func (s *sweeper) heartbeat(ctx context.Context) {
+	now := s.p.d.Now().UTC()
+	if s.last == nil || now.Sub(s.lastBeat) < s.p.cfg.SweepInterval {
+		return
+	}
+	s.lastBeat = now
+	beat := *s.last
+	beat.Heartbeat = now
+	if err := s.p.d.Store.PutSweep(ctx, &beat); err != nil {
+		s.p.log.Debug().Err(err).Msg("sweep heartbeat")
+	}
 }
 
 // page fetches one List page, retrying rate limits and outages a few
