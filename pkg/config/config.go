@@ -88,7 +88,7 @@ type Poll struct {
 	TimeoutAction string
 	// SweepInterval is POLL_SWEEP_INTERVAL: how often the fleet's one sweep leader lists the
 	// vendor's batches (100 a page) to detect changes; per-batch polls then slow to
-	// POLL_MAX_INTERVAL as a safety net. Defaults to 10s; 0 turns the sweep off.
+	// 4 x POLL_MAX_INTERVAL as a safety net. Defaults to 10s; 0 turns the sweep off.
 	SweepInterval time.Duration
 	// WebhookAddr is VENDOR_WEBHOOK_ADDR: listen address for vendor webhooks ("" = off).
 	WebhookAddr string

@@ -22,6 +22,6 @@
 // and applies every change of the fleet's batches as a poll would, never
 // going back to an older view. While its sweep record is fresh and the
 // list proved newest first, a claim skips its first GET and then polls
-// only every POLL_MAX_INTERVAL as a safety net: one List page replaces up
+// only every 4 x POLL_MAX_INTERVAL as a safety net: one List page replaces up
 // to 100 GETs. A stale sweep returns every claim to its own schedule.
 package poll

@@ -85,7 +85,7 @@ type Config struct {
 	// SweepInterval is POLL_SWEEP_INTERVAL: one poller of the fleet (the
 	// leader) lists the vendor's batches this often, 100 a page, and
 	// applies every change it sees; while its sweeps are fresh a batch's
-	// own poll only runs every MaxInterval, as a safety net. Zero: no sweep
+	// own poll only runs every 4 x MaxInterval, as a safety net. Zero: no sweep
 	// (there is no default here; the fleet's config has one).
 	SweepInterval time.Duration
 	StopTimeout   time.Duration
@@ -211,10 +211,24 @@ func (p *Poller) Delay(status string, pollsSinceChange int) time.Duration {
 
 // jittered moves d by up to +-Jitter of itself, capped at MaxInterval.
 func (p *Poller) jittered(d time.Duration) time.Duration {
+	return min(p.jitter(d), p.cfg.MaxInterval)
+}
+
+func (p *Poller) jitter(d time.Duration) time.Duration {
 	p.mu.Lock()
 	j := 1 + p.cfg.Jitter*(2*p.rnd.Float64()-1)
 	p.mu.Unlock()
-	return min(time.Duration(float64(d)*j), p.cfg.MaxInterval)
+	return time.Duration(float64(d) * j)
+}
+
+// safetyNetFactor spaces the polls of a batch a fresh sweep covers:
+// safetyNetFactor x MaxInterval (20m at the defaults), jittered.
+const safetyNetFactor = 4
+
+// safetyNet is the delay between the polls of a batch the sweep watches:
+// they only catch what a sweep could miss, and check the timeouts.
+func (p *Poller) safetyNet() time.Duration {
+	return p.jitter(safetyNetFactor * p.cfg.MaxInterval)
 }
 
 // sweep returns the last sweep record, read at most once a second; nil
@@ -271,7 +285,7 @@ func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
 // pollOnce polls the batch once and returns the delay before the next poll,
 // or -1 once the batch is final and handed to the notifiers. While a fresh
 // sweep covers the batch, the first delivery only schedules the next one
-// and later ones poll every MaxInterval: the sweep detects the changes.
+// and later ones poll every 4 x MaxInterval: the sweep detects the changes.
 func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTask) (time.Duration, error) {
 	md, _ := m.Metadata()
 	delivered := 1
@@ -289,7 +303,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 			return -1, p.handOff(ctx, t)
 		}
 		if watched = p.watched(ctx, st); watched && delivered == 1 {
-			return p.jittered(p.cfg.MaxInterval), nil
+			return p.safetyNet(), nil
 		}
 	}
 	if p.d.Limiter != nil {
@@ -337,7 +351,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		return p.cfg.InitialInterval, err
 	}
 	if watched {
-		return p.jittered(p.cfg.MaxInterval), nil
+		return p.safetyNet(), nil
 	}
 	since := max(delivered-st.PollsSince, 0)
 	if changed {
