@@ -225,10 +225,23 @@ func (p *Poller) jitter(d time.Duration) time.Duration {
 // safetyNetFactor x MaxInterval (20m at the defaults), jittered.
 const safetyNetFactor = 4
 
-// safetyNet is the delay between the polls of a batch the sweep watches:
-// they only catch what a sweep could miss, and check the timeouts.
-func (p *Poller) safetyNet() time.Duration {
-	return p.jitter(safetyNetFactor * p.cfg.MaxInterval)
+// watchDelay is the delay between the polls of a batch the sweep watches:
+// they only catch what a sweep could miss, and run the timeouts, so the
+// next one comes no later than the batch's next timeout.
+func (p *Poller) watchDelay(st *jobstore.Poll) time.Duration {
+	d := p.jitter(safetyNetFactor * p.cfg.MaxInterval)
+	var at time.Time
+	switch {
+	case st.CreatedAt.IsZero():
+	case st.SoftWarnedAt.IsZero():
+		at = st.CreatedAt.Add(p.cfg.SoftTimeout)
+	case st.HardActionAt.IsZero():
+		at = st.CreatedAt.Add(p.cfg.HardTimeout)
+	}
+	if !at.IsZero() {
+		d = min(d, max(at.Sub(p.d.Now())+50*time.Millisecond, p.cfg.InitialInterval))
+	}
+	return d
 }
 
 // sweep returns the last sweep record, read at most once a second; nil
@@ -303,7 +316,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 			return -1, p.handOff(ctx, t)
 		}
 		if watched = p.watched(ctx, st); watched && delivered == 1 {
-			return p.safetyNet(), nil
+			return p.watchDelay(st), nil
 		}
 	}
 	if p.d.Limiter != nil {
@@ -351,7 +364,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		return p.cfg.InitialInterval, err
 	}
 	if watched {
-		return p.safetyNet(), nil
+		return p.watchDelay(st), nil
 	}
 	since := max(delivered-st.PollsSince, 0)
 	if changed {
