@@ -642,19 +642,22 @@ func printSummary(out io.Writer, rs []*result) {
 
 	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "jobs\tstrategy\tpolls/s per poller\tpeak 5s, all\tCPU/poll\tRSS idle\tRSS peak\tVmHWM\t(tracked then)\tHWM/job\tHWM growth/job\t")
+	fmt.Fprintln(w, "jobs\tstrategy\tGET polls/s per poller\tjobs looked at/s, all\tpeak GETs 5s, all\tCPU/look\tRSS idle\tRSS peak\tVmHWM\t(tracked then)\tHWM/job\tHWM growth/job\t")
 	for _, r := range rs {
 		n := float64(r.sc.Jobs)
 		var per []string
 		for _, g := range r.getsByPoller {
 			per = append(per, fmt.Sprintf("%.0f", float64(g)/r.ran.Seconds()))
 		}
-		var cpuPerPoll time.Duration
-		if r.gets > 0 {
-			cpuPerPoll = sumDur(r.cpu) / time.Duration(r.gets)
+		// A List page shows up to 100 jobs (exactly 100 but on a sweep's
+		// last page): an upper bound for the sweep's looks.
+		looks := r.gets + 100*r.lists
+		var cpuPerLook time.Duration
+		if looks > 0 {
+			cpuPerLook = sumDur(r.cpu) / time.Duration(looks)
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%.0f/s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
-			r.sc.Jobs, r.sc.Strategy, strings.Join(per, " + "), r.peakRate, cpuPerPoll.Round(time.Microsecond),
+		fmt.Fprintf(w, "%d\t%s\t%s\t%.0f/s\t%.0f/s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
+			r.sc.Jobs, r.sc.Strategy, strings.Join(per, " + "), float64(looks)/r.ran.Seconds(), r.peakRate, cpuPerLook.Round(time.Microsecond),
 			mib(sumIdle(r.idle)), mib(sum(r.peakRSS)), mib(sumHWM(r.end)), r.trackedAtPeak,
 			kib(float64(sumHWM(r.end))/n), kib(float64(sumHWM(r.end)-sumIdle(r.idle))/n))
 	}
