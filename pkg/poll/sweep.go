@@ -115,8 +115,11 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
 			}
 		}()
 		active, wait, err := s.sweep(sctx)
+		stopped := sctx.Err() != nil // shut down or leadership lost: not a failed sweep
 		cancel()
-		p.d.Metrics.Swept(err, active, p.d.Now())
+		if err == nil || !stopped {
+			p.d.Metrics.Swept(err, active, p.d.Now())
+		}
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn().Err(err).Msg("sweep failed: the claims poll each batch until the next complete sweep")
 		}
