@@ -99,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 
 	dev := map[string]string{
 		"NATS_URL": natsURL, "REDIS_URL": redisURL, "OPENAI_BASE_URL": emu.BaseURL(), "OPENAI_API_KEY": "sk-dev",
-		"POLL_INITIAL_INTERVAL": "500ms", "POLL_MAX_INTERVAL": "5s", "RETRY_BACKOFF": "2s",
+		"POLL_INITIAL_INTERVAL": "500ms", "POLL_MAX_INTERVAL": "5s", "POLL_SWEEP_INTERVAL": "1s", "RETRY_BACKOFF": "2s",
 	}
 	env := func(k string) (string, bool) {
 		if v, ok := o.Env(k); ok && v != "" {
