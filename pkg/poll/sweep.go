@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
@@ -62,6 +63,21 @@ type sweeper struct {
 
 	last     *jobstore.Sweep // the last finished sweep's record, nil before
 	lastBeat time.Time
+
+	warned   string // the last warning, repeated at debug level for a while
+	warnedAt time.Time
+}
+
+// warn logs a sweep-wide problem at warn level when it is new or every
+// 5 minutes, and at debug level in between: a vendor that cannot list (or
+// lists oldest first) is reported, not shouted every interval.
+func (s *sweeper) warn(what string) *zerolog.Event {
+	now := time.Now()
+	if what != s.warned || now.Sub(s.warnedAt) >= 5*time.Minute {
+		s.warned, s.warnedAt = what, now
+		return s.p.log.Warn()
+	}
+	return s.p.log.Debug()
 }
 
 // runSweeper competes for the sweep leadership and sweeps while it holds
@@ -121,7 +137,7 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
 			p.d.Metrics.Swept(err, active, p.d.Now())
 		}
 		if err != nil && ctx.Err() == nil {
-			p.log.Warn().Err(err).Msg("sweep failed: the claims poll each batch until the next complete sweep")
+			s.warn(err.Error()).Err(err).Msg("sweep failed: the claims poll each batch until the next complete sweep")
 		}
 		wait = max(wait, p.cfg.SweepInterval-time.Since(began))
 		select {
@@ -257,7 +273,7 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 		rec.CoversFrom = lastAt
 	}
 	if !rec.Ordered {
-		p.log.Warn().Msg("the vendor's batch list is not newest first: the sweep detects changes but the claims keep polling every batch")
+		s.warn("unordered").Msg("the vendor's batch list is not newest first: the sweep detects changes but the claims keep polling every batch")
 	}
 	if err := p.d.Store.PutSweep(ctx, &rec); err != nil {
 		return 0, 0, err
