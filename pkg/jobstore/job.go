@@ -190,7 +190,9 @@ type Poll struct {
 	HardActionAt time.Time `json:"hard_action_at,omitzero"`
 	CancelSentAt time.Time `json:"cancel_sent_at,omitzero"`
 	Final        bool      `json:"final,omitempty"`
-	Revision     uint64    `json:"-"`
+	// Swept: the List sweep has listed this batch (see package poll).
+	Swept    bool   `json:"swept,omitempty"`
+	Revision uint64 `json:"-"`
 }
 
 // Sweep is the outcome of the last complete List sweep of the vendor's

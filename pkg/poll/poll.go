@@ -262,9 +262,10 @@ func (p *Poller) sweep(ctx context.Context) *jobstore.Sweep {
 	return p.sweepRec
 }
 
-// watched reports whether a fresh sweep covers the batch: then the sweep
-// detects its changes and its own poll is only a safety net.
-func (p *Poller) watched(ctx context.Context, st *jobstore.Poll) bool {
+// covered reports whether a fresh sweep covers the batch's creation time.
+// The batch is watched once the sweep has also listed it (st.Swept): then
+// the sweep detects its changes and its own poll is only a safety net.
+func (p *Poller) covered(ctx context.Context, st *jobstore.Poll) bool {
 	sw := p.sweep(ctx)
 	return sw.Fresh(p.d.Now()) && sw.Covers(st.CreatedAt)
 }
@@ -297,8 +298,10 @@ func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
 
 // pollOnce polls the batch once and returns the delay before the next poll,
 // or -1 once the batch is final and handed to the notifiers. While a fresh
-// sweep covers the batch, the first delivery only schedules the next one
-// and later ones poll every 4 x MaxInterval: the sweep detects the changes.
+// sweep covers the batch, the first delivery waits for the sweep to list it
+// instead of polling; once listed, the sweep detects its changes, and the
+// claim only polls (every 4 x MaxInterval) when nothing changed for that
+// long, and runs the timeouts on schedule.
 func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTask) (time.Duration, error) {
 	md, _ := m.Metadata()
 	delivered := 1
@@ -315,8 +318,20 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		if st.Final {
 			return -1, p.handOff(ctx, t)
 		}
-		if watched = p.watched(ctx, st); watched && delivered == 1 {
-			return p.watchDelay(st), nil
+		if p.covered(ctx, st) {
+			switch {
+			case !st.Swept && delivered == 1:
+				// Give the sweep two rounds to list it before polling.
+				return min(2*p.cfg.SweepInterval+time.Second, p.cfg.MaxInterval), nil
+			case st.Swept && p.d.Now().Sub(st.ChangedAt) < safetyNetFactor*p.cfg.MaxInterval:
+				// The sweep lists it and saw it move recently: no GET.
+				view := batchapi.Batch{Status: st.Status, Counts: st.Counts, CreatedAt: st.CreatedAt}
+				if err := p.checkTimeouts(ctx, st, t, view); err != nil {
+					return p.cfg.InitialInterval, err
+				}
+				return p.watchDelay(st), nil
+			}
+			watched = st.Swept
 		}
 	}
 	if p.d.Limiter != nil {

@@ -402,10 +402,21 @@ func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
 	case err != nil:
 		p.log.Warn().Err(err).Str("batch_id", b.ID).Msg("sweep: read poll state")
 		return false
-	case st.Final || !newer(st, b):
+	case st.Final:
+		s.remember(b)
+		return true
+	case !newer(st, b):
+		if !st.Swept {
+			// Once per batch: its claim may now rely on the sweep.
+			st.Swept = true
+			if err := p.d.Store.PutPoll(ctx, st); err != nil {
+				return false
+			}
+		}
 		s.remember(b)
 		return true
 	}
+	st.Swept = true
 	// No mutex: the write is a compare-and-set, and the events it
 	// publishes are de-duplicated by message id, so a claim or webhook poll
 	// racing this one makes one of them fail and look again.

@@ -195,6 +195,7 @@ func TestSweepDetectsCompletionsFromListPages(t *testing.T) {
 		ps, err := r.store.GetPoll(t.Context(), id)
 		require.NoError(t, err)
 		require.True(t, ps.Final)
+		require.True(t, ps.Swept, "the claims may rely on the sweep for this batch")
 		require.Equal(t, contract.StatusCompleted, ps.Status)
 		break
 	}
