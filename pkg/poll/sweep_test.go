@@ -317,3 +317,63 @@ func TestNewerNeverGoesBack(t *testing.T) {
 		require.Equal(t, c.want, newer(c.st, c.b), "%s/%d -> %s/%d", c.st.Status, c.st.Counts.Completed, c.b.Status, c.b.Counts.Completed)
 	}
 }
+
+// A vendor whose list leaves batches out (here: only the newest two, and
+// "no more") cannot silence their claims: a claim relies on the sweep only
+// once the sweep has listed its batch, so the three left out are still
+// polled and handed off.
+func TestClaimsPollWhatTheSweepDoesNotList(t *testing.T) {
+	truncate := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodGet || req.URL.Path != "/v1/batches" {
+				next.ServeHTTP(w, req)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, req)
+			var page map[string]json.RawMessage
+			var data []json.RawMessage
+			if json.Unmarshal(rec.Body.Bytes(), &page) != nil || json.Unmarshal(page["data"], &data) != nil {
+				http.Error(w, "bad list page", http.StatusBadGateway)
+				return
+			}
+			page["data"], _ = json.Marshal(data[:min(2, len(data))])
+			page["has_more"] = json.RawMessage("false")
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(page)
+		})
+	}
+	r := newSweepRig(t, emulator.Config{}, truncate)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, r.create(fmt.Sprintf("truncated-%d", i)))
+	}
+	h := r.watch()
+	p, err := New(Deps{JS: r.js, Store: r.store, Vendor: r.vendor, Lister: r.vendor, Leader: r.locker, Logger: zerolog.Nop()},
+		Config{SweepInterval: 100 * time.Millisecond, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
+		_, err := r.store.GetSweep(t.Context())
+		return err == nil
+	}, "a first sweep")
+	for i, id := range ids {
+		data, err := json.Marshal(stream.PollTask{BatchID: id, JobKey: fmt.Sprintf("truncated-%d", i), Key: fmt.Sprintf("truncated-%d", i), Attempt: 1})
+		require.NoError(t, err)
+		_, err = r.js.Publish(t.Context(), stream.SubjectPoll, data)
+		require.NoError(t, err)
+	}
+	fleettest.WaitFor(t, 60*time.Second, func() bool {
+		final, _ := h.counts()
+		return len(final) == len(ids)
+	}, "every batch handed off")
+	gets := r.emu.Stats().CallsByOp[emulator.OpGet]
+	require.Positive(t, gets, "the batches the list left out were polled")
+	t.Logf("%d GETs for the 3 batches the list left out", gets)
+}
