@@ -21,7 +21,8 @@
 // page, down to the oldest batch that was active at its previous sweep,
 // and applies every change of the fleet's batches as a poll would, never
 // going back to an older view. While its sweep record is fresh and the
-// list proved newest first, a claim skips its first GET and then polls
-// only every 4 x POLL_MAX_INTERVAL as a safety net: one List page replaces up
-// to 100 GETs. A stale sweep returns every claim to its own schedule.
+// list proved newest first, a claim whose batch the sweep has listed polls
+// only when nothing changed for 4 x POLL_MAX_INTERVAL, a safety net: one
+// List page replaces up to 100 GETs. A stale sweep, or a batch the list
+// left out, keeps a claim on its own schedule.
 package poll

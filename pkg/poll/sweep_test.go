@@ -350,7 +350,9 @@ func TestClaimsPollWhatTheSweepDoesNotList(t *testing.T) {
 	}
 	h := r.watch()
 	p, err := New(Deps{JS: r.js, Store: r.store, Vendor: r.vendor, Lister: r.vendor, Leader: r.locker, Logger: zerolog.Nop()},
-		Config{SweepInterval: 100 * time.Millisecond, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second})
+		// A safety net of 4 x MaxInterval = 4m: only the claims' own
+		// polling can hand the left-out batches off within the wait below.
+		Config{SweepInterval: 100 * time.Millisecond, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Minute})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -369,7 +371,7 @@ func TestClaimsPollWhatTheSweepDoesNotList(t *testing.T) {
 		_, err = r.js.Publish(t.Context(), stream.SubjectPoll, data)
 		require.NoError(t, err)
 	}
-	fleettest.WaitFor(t, 60*time.Second, func() bool {
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
 		final, _ := h.counts()
 		return len(final) == len(ids)
 	}, "every batch handed off")
