@@ -286,7 +286,7 @@ func TestKeepAliveLeaseRunsOutWhileRedisDown(t *testing.T) {
 
 func TestKeepAliveStopsWithContext(t *testing.T) {
 	t.Parallel()
-	_, _, l := setup(t)
+	_, rdb, l := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	lk, err := l.Acquire(ctx, "k", 150*time.Millisecond)
 	require.NoError(t, err)
@@ -294,6 +294,12 @@ func TestKeepAliveStopsWithContext(t *testing.T) {
 	cancel()
 	// Without renewals the lease runs out; Valid turns false with no network call.
 	fleettest.WaitFor(t, 5*time.Second, func() bool { return !lk.Valid() }, "lease runs out after ctx ends")
+	// Local validity ends a safety margin before Redis expires the key; once
+	// Redis has expired it too, there is nothing left to release.
+	fleettest.WaitFor(t, 5*time.Second, func() bool {
+		n, err := rdb.Exists(context.Background(), lock.DefaultPrefix+"k").Result()
+		return err == nil && n == 0
+	}, "key expired in Redis")
 	err = lk.Release(context.Background())
 	require.ErrorIs(t, err, lock.ErrLockLost)
 }
