@@ -168,15 +168,22 @@ func (c *Client) Cancel(ctx context.Context, id string) (Batch, error) {
 	return fromVendor(b), nil
 }
 
+// listParams is one List page's query: after the cursor ("" for the first
+// page), 1..100 entries.
+func listParams(after string, limit int) openai.BatchListParams {
+	q := openai.BatchListParams{Limit: param.NewOpt(int64(min(max(limit, 1), 100)))}
+	if after != "" {
+		q.After = param.NewOpt(after)
+	}
+	return q
+}
+
 // List returns one page of batches, newest first, after the cursor ("" for
 // the first page), with at most limit (1..100) entries.
 func (c *Client) List(ctx context.Context, after string, limit int) ([]Batch, bool, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	q := openai.BatchListParams{Limit: param.NewOpt(int64(min(max(limit, 1), 100)))}
-	if after != "" {
-		q.After = param.NewOpt(after)
-	}
+	q := listParams(after, limit)
 	page, err := c.c.Batches.List(ctx, q)
 	if err != nil {
 		return nil, false, Classify(ctx, "list batches", err)
@@ -212,10 +219,7 @@ type briefPage struct {
 func (c *Client) ListBrief(ctx context.Context, after string, limit int) ([]Batch, bool, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	q := openai.BatchListParams{Limit: param.NewOpt(int64(min(max(limit, 1), 100)))}
-	if after != "" {
-		q.After = param.NewOpt(after)
-	}
+	q := listParams(after, limit)
 	var page briefPage
 	if err := c.c.Get(ctx, "batches", q, &page); err != nil {
 		return nil, false, Classify(ctx, "list batches", err)

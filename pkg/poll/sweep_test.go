@@ -206,28 +206,12 @@ func TestSweepDetectsCompletionsFromListPages(t *testing.T) {
 // sweep record says so and covers no batch: the claims keep polling.
 func TestSweepDistrustsAnUnorderedList(t *testing.T) {
 	clock := &offsetClock{}
-	reverse := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.Method != http.MethodGet || req.URL.Path != "/v1/batches" {
-				next.ServeHTTP(w, req)
-				return
-			}
-			rec := httptest.NewRecorder()
-			next.ServeHTTP(rec, req)
-			var page map[string]json.RawMessage
-			var data []json.RawMessage
-			if json.Unmarshal(rec.Body.Bytes(), &page) != nil || json.Unmarshal(page["data"], &data) != nil {
-				http.Error(w, "bad list page", http.StatusBadGateway)
-				return
-			}
-			for i, j := 0, len(data)-1; i < j; i, j = i+1, j-1 {
-				data[i], data[j] = data[j], data[i]
-			}
-			page["data"], _ = json.Marshal(data)
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(page)
-		})
-	}
+	reverse := rewriteList(func(page map[string]json.RawMessage, data []json.RawMessage) []json.RawMessage {
+		for i, j := 0, len(data)-1; i < j; i, j = i+1, j-1 {
+			data[i], data[j] = data[j], data[i]
+		}
+		return data
+	})
 	r := newSweepRig(t, emulator.Config{Clock: clock}, reverse)
 	for i := range 3 {
 		clock.add(10 * time.Second)
@@ -248,6 +232,30 @@ func TestSweepDistrustsAnUnorderedList(t *testing.T) {
 		final, _ := h.counts()
 		return len(final) == 3
 	}, "changes still detected")
+}
+
+// rewriteList is a middleware that lets fn rewrite every List page's data
+// (and other fields of page) on its way from the emulator.
+func rewriteList(fn func(page map[string]json.RawMessage, data []json.RawMessage) []json.RawMessage) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodGet || req.URL.Path != "/v1/batches" {
+				next.ServeHTTP(w, req)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, req)
+			var page map[string]json.RawMessage
+			var data []json.RawMessage
+			if json.Unmarshal(rec.Body.Bytes(), &page) != nil || json.Unmarshal(page["data"], &data) != nil {
+				http.Error(w, "bad list page", http.StatusBadGateway)
+				return
+			}
+			page["data"], _ = json.Marshal(fn(page, data))
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(page)
+		})
+	}
 }
 
 type offsetClock struct {
@@ -323,26 +331,10 @@ func TestNewerNeverGoesBack(t *testing.T) {
 // once the sweep has listed its batch, so the three left out are still
 // polled and handed off.
 func TestClaimsPollWhatTheSweepDoesNotList(t *testing.T) {
-	truncate := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.Method != http.MethodGet || req.URL.Path != "/v1/batches" {
-				next.ServeHTTP(w, req)
-				return
-			}
-			rec := httptest.NewRecorder()
-			next.ServeHTTP(rec, req)
-			var page map[string]json.RawMessage
-			var data []json.RawMessage
-			if json.Unmarshal(rec.Body.Bytes(), &page) != nil || json.Unmarshal(page["data"], &data) != nil {
-				http.Error(w, "bad list page", http.StatusBadGateway)
-				return
-			}
-			page["data"], _ = json.Marshal(data[:min(2, len(data))])
-			page["has_more"] = json.RawMessage("false")
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(page)
-		})
-	}
+	truncate := rewriteList(func(page map[string]json.RawMessage, data []json.RawMessage) []json.RawMessage {
+		page["has_more"] = json.RawMessage("false")
+		return data[:min(2, len(data))]
+	})
 	r := newSweepRig(t, emulator.Config{}, truncate)
 	var ids []string
 	for i := range 5 {
