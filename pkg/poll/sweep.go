@@ -346,9 +346,10 @@ func (s *sweeper) unchanged(b batchapi.Batch) bool {
 	return false
 }
 
-// remember records b, a detached batch, as applied.
+// remember records b, a detached batch (status already interned), as
+// applied.
 func (s *sweeper) remember(b batchapi.Batch) {
-	v := &seenBatch{status: internStatus(b.Status), counts: b.Counts}
+	v := &seenBatch{status: b.Status, counts: b.Counts}
 	s.mu.Lock()
 	v.gen = s.gen
 	s.seen[b.ID] = v // b is detached
@@ -356,8 +357,9 @@ func (s *sweeper) remember(b batchapi.Batch) {
 }
 
 // detach keeps what applying a listed batch needs, in memory of its own:
-// the decoded strings share the page's buffers, which would otherwise stay
-// alive while the workers hold their batches.
+// a lister's decoded strings may share the page's buffer (the SDK's full
+// decoding does), which would otherwise stay alive while the workers and
+// the seen map hold them.
 func detach(b batchapi.Batch) batchapi.Batch {
 	return batchapi.Batch{ID: strings.Clone(b.ID), Status: internStatus(b.Status), Counts: b.Counts, CreatedAt: b.CreatedAt}
 }
