@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -122,35 +121,43 @@ func publish(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return errors.New("publish takes one FILE")
 	}
-	data, err := os.ReadFile(fs.Arg(0))
+	nc, js, err := connect(*url)
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	var req contract.Request
+	n := 0
 	if strings.HasSuffix(fs.Arg(0), ".jsonl") {
 		if *key == "" {
 			return errors.New("-key is required for a JSONL file")
 		}
-		if req, err = ops.RequestFromJSONL(*key, bytes.NewReader(data), nil); err != nil {
+		// A file larger than one NATS message goes through the object
+		// store (input_object); PublishFile decides from the server's limit.
+		if req, n, err = ops.PublishFile(ctx, js, ops.FileJob{Key: *key, Path: fs.Arg(0), MaxPayload: nc.MaxPayload()}); err != nil {
 			return err
 		}
 	} else {
+		data, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			return err
+		}
 		if req, _, err = contract.Decode(data); err != nil {
 			return err
 		}
 		if *key != "" {
 			req.IdempotencyKey = *key
 		}
+		if err := ops.Publish(ctx, js, req); err != nil {
+			return err
+		}
+		n = len(req.Requests)
 	}
-	nc, js, err := connect(*url)
-	if err != nil {
-		return err
+	how := "inline"
+	if req.InputObject != "" {
+		how = "input_object " + contract.BucketIntake + "/" + req.InputObject
 	}
-	defer nc.Close()
-	if err := ops.Publish(ctx, js, req); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "published %s (%d requests) to %s\n", req.IdempotencyKey, len(req.Requests), contract.SubjectRequests)
+	fmt.Fprintf(os.Stderr, "published %s (%d requests, %s) to %s\n", req.IdempotencyKey, n, how, contract.SubjectRequests)
 	if !*wait {
 		return nil
 	}
@@ -184,11 +191,7 @@ func show(ctx context.Context, what string, args []string) error {
 		}
 		return printJSON(j)
 	}
-	data, err := ops.Results(ctx, js, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	_, err = os.Stdout.Write(data)
+	_, err = ops.CopyResults(ctx, js, fs.Arg(0), os.Stdout)
 	return err
 }
 

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -107,14 +110,46 @@ func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, c.cfg.CallTimeout)
 }
 
-// Upload uploads a JSONL batch input file (purpose "batch") and returns its id.
+// Upload uploads a JSONL batch input file (purpose "batch") held in memory
+// and returns its id.
 func (c *Client) Upload(ctx context.Context, name string, data []byte) (string, error) {
+	return c.UploadFrom(ctx, name, bytes.NewReader(data), int64(len(data)))
+}
+
+// UploadFrom uploads a JSONL batch input file (purpose "batch") read from
+// r, size bytes long, and returns its id. The multipart body is streamed:
+// the file is never held in memory (openai-go's Files.New would buffer
+// it), and it is sent with its exact Content-Length. A reader that ends
+// before size bytes fails the upload.
+func (c *Client) UploadFrom(ctx context.Context, name string, r io.Reader, size int64) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
 	defer cancel()
-	f, err := c.c.Files.New(ctx, openai.FileNewParams{
-		File:    openai.File(bytes.NewReader(data), name, "application/jsonl"),
-		Purpose: openai.FilePurposeBatch,
-	})
+	var head bytes.Buffer
+	mw := multipart.NewWriter(&head)
+	if err := mw.WriteField("purpose", string(openai.FilePurposeBatch)); err != nil {
+		return "", fmt.Errorf("upload file: %w", err)
+	}
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="file"; filename=%q`, name))
+	h.Set("Content-Type", "application/jsonl")
+	if _, err := mw.CreatePart(h); err != nil {
+		return "", fmt.Errorf("upload file: %w", err)
+	}
+	prefix := bytes.Clone(head.Bytes())
+	head.Reset()
+	if err := mw.Close(); err != nil { // writes the closing boundary
+		return "", fmt.Errorf("upload file: %w", err)
+	}
+	suffix := head.Bytes()
+	body := io.MultiReader(bytes.NewReader(prefix), r, bytes.NewReader(suffix))
+	length := int64(len(prefix)) + size + int64(len(suffix))
+	var f openai.FileObject
+	err := c.c.Post(ctx, "files", nil, &f,
+		option.WithRequestBody(mw.FormDataContentType(), body),
+		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			req.ContentLength = length
+			return next(req)
+		}))
 	if err != nil {
 		return "", Classify(ctx, "upload file", err)
 	}
@@ -268,20 +303,48 @@ func (c *Client) Content(ctx context.Context, fileID string) (io.ReadCloser, err
 	return resp.Body, nil
 }
 
-// ReadFile downloads a whole file.
-func (c *Client) ReadFile(ctx context.Context, fileID string) ([]byte, error) {
+// Download opens a file's content for streaming, bounded by the transfer
+// timeout; the caller closes it. Errors while reading are classified like
+// the call's own.
+func (c *Client) Download(ctx context.Context, fileID string) (io.ReadCloser, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.TransferTimeout)
-	defer cancel()
 	rc, err := c.Content(ctx, fileID)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &download{ctx: ctx, rc: rc, cancel: cancel}, nil
+}
+
+type download struct {
+	ctx    context.Context
+	rc     io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (d *download) Read(p []byte) (int, error) {
+	n, err := d.rc.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = Classify(d.ctx, "download file", err)
+	}
+	return n, err
+}
+
+func (d *download) Close() error {
+	err := d.rc.Close()
+	d.cancel()
+	return err
+}
+
+// ReadFile downloads a whole file (for small files; stream large ones
+// with Download).
+func (c *Client) ReadFile(ctx context.Context, fileID string) ([]byte, error) {
+	rc, err := c.Download(ctx, fileID)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, Classify(ctx, "download file", err)
-	}
-	return data, nil
+	return io.ReadAll(rc)
 }
 
 // DeleteFile deletes a vendor file; a missing file is not an error.

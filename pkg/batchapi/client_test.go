@@ -1,8 +1,12 @@
 package batchapi_test
 
 import (
+	"fmt"
+	"io"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -67,4 +71,33 @@ func TestListBriefClassifiesRateLimits(t *testing.T) {
 	require.True(t, ok, "%v", err)
 	require.Equal(t, batchapi.RateLimited, ve.Kind)
 	require.Equal(t, 3*time.Second, ve.RetryAfter)
+}
+
+// UploadFrom streams a file with its exact length; the emulator stores the
+// same bytes, Download streams them back, and a reader shorter than the
+// announced size fails the upload instead of storing a truncated file.
+func TestUploadFromDownloadRoundTrip(t *testing.T) {
+	c, _ := vendor(t, emulator.Config{})
+	ctx := t.Context()
+	var b strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&b, `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}}`+"\n", i)
+	}
+	data := b.String()
+	id, err := c.UploadFrom(ctx, "big.jsonl", iotest.OneByteReader(strings.NewReader(data)), int64(len(data)))
+	require.NoError(t, err)
+	rc, err := c.Download(ctx, id)
+	require.NoError(t, err)
+	got, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	require.Equal(t, data, string(got))
+
+	_, err = c.UploadFrom(ctx, "short.jsonl", strings.NewReader(data[:100]), int64(len(data)))
+	require.Error(t, err)
+
+	_, err = c.Download(ctx, "file-missing")
+	ve, ok := batchapi.AsError(err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, 404, ve.StatusCode)
 }

@@ -46,6 +46,9 @@ type Config struct {
 	EnqueuedTokenLimits map[string]int64
 	// VendorCallTimeout is VENDOR_CALL_TIMEOUT: the bound of each vendor call but transfers. Defaults to 30s.
 	VendorCallTimeout time.Duration
+	// VendorTransferTimeout is VENDOR_TRANSFER_TIMEOUT: the bound of each
+	// upload, download and object store stream (a 200 MB file). Defaults to 10m.
+	VendorTransferTimeout time.Duration
 
 	Submit Submit
 	Poll   Poll
@@ -98,7 +101,7 @@ type Poll struct {
 
 // Notify configures notifiers.
 type Notify struct {
-	// Concurrency is NOTIFY_CONCURRENCY: batches processed at once per notifier. Defaults to 4.
+	// Concurrency is NOTIFY_CONCURRENCY: batches processed at once per notifier. Defaults to 16.
 	Concurrency int
 	// MaxRetryAttempts is MAX_RETRY_ATTEMPTS: retry batches per job. Defaults to 3.
 	MaxRetryAttempts int
@@ -126,20 +129,21 @@ type Notify struct {
 func Load(env Lookup) (Config, error) {
 	p := parser{env: env}
 	c := Config{
-		NATSURL:             p.str("NATS_URL", "nats://127.0.0.1:4222"),
-		RedisURL:            p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
-		OpenAIAPIKey:        p.str("OPENAI_API_KEY", ""),
-		OpenAIBaseURL:       p.str("OPENAI_BASE_URL", ""),
-		LogLevel:            p.str("LOG_LEVEL", "info"),
-		MetricsAddr:         p.str("METRICS_ADDR", ""),
-		StopTimeout:         p.dur("STOP_TIMEOUT", 8*time.Second),
-		StreamReplicas:      p.int("STREAM_REPLICAS", 1),
-		DedupWindow:         p.dur("DEDUP_WINDOW", 10*time.Minute),
-		EventsMaxAge:        p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
-		JobRetention:        p.dur("JOB_RETENTION", 30*24*time.Hour),
-		MaxActiveBatches:    p.int("MAX_ACTIVE_BATCHES", 0),
-		EnqueuedTokenLimits: p.tokenLimits("ENQUEUED_TOKEN_LIMITS"),
-		VendorCallTimeout:   p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
+		NATSURL:               p.str("NATS_URL", "nats://127.0.0.1:4222"),
+		RedisURL:              p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		OpenAIAPIKey:          p.str("OPENAI_API_KEY", ""),
+		OpenAIBaseURL:         p.str("OPENAI_BASE_URL", ""),
+		LogLevel:              p.str("LOG_LEVEL", "info"),
+		MetricsAddr:           p.str("METRICS_ADDR", ""),
+		StopTimeout:           p.dur("STOP_TIMEOUT", 8*time.Second),
+		StreamReplicas:        p.int("STREAM_REPLICAS", 1),
+		DedupWindow:           p.dur("DEDUP_WINDOW", 10*time.Minute),
+		EventsMaxAge:          p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
+		JobRetention:          p.dur("JOB_RETENTION", 30*24*time.Hour),
+		MaxActiveBatches:      p.int("MAX_ACTIVE_BATCHES", 0),
+		EnqueuedTokenLimits:   p.tokenLimits("ENQUEUED_TOKEN_LIMITS"),
+		VendorCallTimeout:     p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
+		VendorTransferTimeout: p.dur("VENDOR_TRANSFER_TIMEOUT", 10*time.Minute),
 		Submit: Submit{
 			Concurrency: p.int("SUBMIT_CONCURRENCY", 8),
 			LockTTL:     p.dur("SUBMIT_LOCK_TTL", 30*time.Second),
@@ -162,7 +166,7 @@ func Load(env Lookup) (Config, error) {
 			WebhookSecret:   p.str("OPENAI_WEBHOOK_SECRET", ""),
 		},
 		Notify: Notify{
-			Concurrency:         p.int("NOTIFY_CONCURRENCY", 4),
+			Concurrency:         p.int("NOTIFY_CONCURRENCY", 16),
 			MaxRetryAttempts:    p.int("MAX_RETRY_ATTEMPTS", 3),
 			RetryBackoff:        p.dur("RETRY_BACKOFF", 10*time.Second),
 			TokenLimitDelay:     p.dur("TOKEN_LIMIT_REQUEUE_DELAY", time.Minute),
@@ -197,6 +201,7 @@ func (c Config) Validate() error {
 	check(c.DedupWindow >= time.Second, "DEDUP_WINDOW must be at least 1s")
 	check(c.MaxActiveBatches >= 0, "MAX_ACTIVE_BATCHES must not be negative")
 	check(c.VendorCallTimeout > 0, "VENDOR_CALL_TIMEOUT must be positive")
+	check(c.VendorTransferTimeout > 0, "VENDOR_TRANSFER_TIMEOUT must be positive")
 	check(c.Submit.Concurrency >= 1, "SUBMIT_CONCURRENCY must be at least 1")
 	check(c.Submit.LockTTL >= time.Second, "SUBMIT_LOCK_TTL must be at least 1s")
 	check(c.Submit.MaxTries >= 1, "SUBMIT_MAX_TRIES must be at least 1")

@@ -15,10 +15,13 @@ const (
 	CodeInvalidMetadata   = "invalid_metadata"
 	CodeInvalidInput      = "invalid_input"
 	CodeDuplicateCustomID = "duplicate_custom_id"
-	CodeVendorRejected    = "vendor_rejected"
-	CodeSubmitFailed      = "submit_failed"
-	CodeBatchFailed       = "batch_failed"
-	CodeCancelled         = "cancelled"
+	// CodeInputNotFound: the input_object named by the request is not in
+	// the batch_intake bucket.
+	CodeInputNotFound  = "input_not_found"
+	CodeVendorRejected = "vendor_rejected"
+	CodeSubmitFailed   = "submit_failed"
+	CodeBatchFailed    = "batch_failed"
+	CodeCancelled      = "cancelled"
 )
 
 // ErrInvalidRequest matches every validation *Error with errors.Is.
@@ -45,7 +48,7 @@ func (e *Error) Is(target error) bool {
 func (e *Error) isValidation() bool {
 	switch e.Code {
 	case CodeInvalidJSON, CodeMissingKey, CodeInvalidKey, CodeInvalidEndpoint, CodeInvalidField,
-		CodeInvalidMetadata, CodeInvalidInput, CodeDuplicateCustomID:
+		CodeInvalidMetadata, CodeInvalidInput, CodeDuplicateCustomID, CodeInputNotFound:
 		return true
 	}
 	return false

@@ -20,6 +20,8 @@ const (
 	MaxRequests             = 50000
 	MaxMetadataKeyLen       = 64
 	MaxMetadataValueLen     = 512
+	// MaxObjectNameLen bounds input_object names.
+	MaxObjectNameLen = 1024
 )
 
 // Reserved metadata keys: the fleet sets them on every vendor batch.
@@ -38,6 +40,10 @@ type Request struct {
 	Metadata         map[string]string `json:"metadata,omitempty"`
 	Requests         []RequestItem     `json:"requests,omitempty"`
 	InputFileID      string            `json:"input_file_id,omitempty"`
+	// InputObject names an OpenAI batch JSONL file in the JetStream object
+	// store bucket batch_intake (contract v1.1, "Large inputs"): the way to
+	// send a job larger than one NATS message.
+	InputObject string `json:"input_object,omitempty"`
 }
 
 // RequestItem is one sub-request; method POST and url = endpoint are implied.
@@ -129,13 +135,22 @@ func (r *Request) Validate() error {
 	if err := validateMetadata(r.Metadata); err != nil {
 		return err
 	}
+	given := 0
+	for _, ok := range []bool{r.Requests != nil, r.InputFileID != "", r.InputObject != ""} {
+		if ok {
+			given++
+		}
+	}
 	switch {
-	case len(r.Requests) > 0 && r.InputFileID != "":
-		return Errorf(CodeInvalidInput, "give exactly one of requests and input_file_id, not both")
+	case given != 1:
+		return Errorf(CodeInvalidInput, "give exactly one of requests, input_file_id and input_object")
+	case r.InputObject != "":
+		if len(r.InputObject) > MaxObjectNameLen {
+			return Errorf(CodeInvalidInput, "input_object must be at most %d characters", MaxObjectNameLen)
+		}
+		return nil
 	case r.InputFileID != "":
 		return nil
-	case r.Requests == nil:
-		return Errorf(CodeInvalidInput, "give exactly one of requests and input_file_id")
 	}
 	return validateItems(r.Requests)
 }

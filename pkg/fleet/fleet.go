@@ -32,7 +32,9 @@ func Streams(c config.Config) stream.Settings {
 // Store opens the job store.
 func Store(ctx context.Context, inf *lifecycle.Infra) (*jobstore.Store, error) {
 	c := inf.Config
-	return jobstore.Open(ctx, inf.JS, jobstore.Settings{Retention: c.JobRetention, Replicas: c.StreamReplicas})
+	return jobstore.Open(ctx, inf.JS, jobstore.Settings{
+		Retention: c.JobRetention, Replicas: c.StreamReplicas, TransferTimeout: c.VendorTransferTimeout,
+	})
 }
 
 func limiter(inf *lifecycle.Infra, name, spec string) (*ratelimit.Limiter, error) {

@@ -35,6 +35,9 @@ type Attempt struct {
 	// InputObject names the attempt's JSONL in the batch_inputs object store
 	// ("" when the producer gave an input_file_id).
 	InputObject string `json:"input_object,omitempty"`
+	// InputBucket is the object store bucket of InputObject: "" for
+	// batch_inputs, batch_intake for the producer's own input_object.
+	InputBucket string `json:"input_bucket,omitempty"`
 	// InputFileID is the vendor file the batch was or will be created from.
 	InputFileID string `json:"input_file_id,omitempty"`
 	// UploadedFile is true when the fleet uploaded InputFileID (and may delete it).
@@ -54,6 +57,9 @@ type Attempt struct {
 	// because the vendor refused it for its enqueued token limit; it does
 	// not count against MAX_RETRY_ATTEMPTS.
 	Requeue bool `json:"requeue,omitempty"`
+	// Reason is why a retry attempt was started: the dominant error code
+	// of the requests it retries (its batch.retry reason).
+	Reason string `json:"reason,omitempty"`
 	// TimedOut is set when the poller cancelled the batch at its hard
 	// timeout with action "retry": its unrun requests are retryable.
 	TimedOut bool `json:"timed_out,omitempty"`
@@ -70,6 +76,17 @@ type Attempt struct {
 	ErrorFileID  string          `json:"error_file_id,omitempty"`
 	Counts       contract.Counts `json:"request_counts"`
 	Error        *contract.Error `json:"error,omitempty"`
+	// Billed is the usage of the attempt's successful lines by model: what
+	// the vendor charges for this batch (set when its results are merged).
+	Billed map[string]contract.Usage `json:"billed,omitempty"`
+}
+
+// Bucket is the object store bucket of the attempt's InputObject.
+func (a *Attempt) Bucket() string {
+	if a.InputBucket != "" {
+		return a.InputBucket
+	}
+	return BucketInputs
 }
 
 // Job is the durable record of one original idempotency key.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
 )
 
 // Bucket names.
@@ -20,6 +22,8 @@ const (
 	BucketPolls   = "batch_polls"
 	BucketInputs  = "batch_inputs"
 	BucketResults = "batch_results"
+	// BucketIntake holds producers' large inputs (input_object).
+	BucketIntake = contract.BucketIntake
 )
 
 // Sentinels.
@@ -42,8 +46,11 @@ type Settings struct {
 	ResultsRetention time.Duration
 	// Replicas of every bucket (STREAM_REPLICAS). Defaults to 1.
 	Replicas int
-	// OpTimeout bounds each KV or object store call. Defaults to 5s.
+	// OpTimeout bounds each KV call and small object. Defaults to 5s.
 	OpTimeout time.Duration
+	// TransferTimeout bounds streaming an object in or out
+	// (VENDOR_TRANSFER_TIMEOUT). Defaults to 10m.
+	TransferTimeout time.Duration
 }
 
 // WithDefaults fills zero fields.
@@ -52,6 +59,7 @@ func (s Settings) WithDefaults() Settings {
 	s.ResultsRetention = cmp.Or(s.ResultsRetention, 30*24*time.Hour)
 	s.Replicas = cmp.Or(s.Replicas, 1)
 	s.OpTimeout = cmp.Or(s.OpTimeout, 5*time.Second)
+	s.TransferTimeout = cmp.Or(s.TransferTimeout, 10*time.Minute)
 	return s
 }
 
@@ -61,6 +69,7 @@ type Store struct {
 	polls   jetstream.KeyValue
 	inputs  jetstream.ObjectStore
 	results jetstream.ObjectStore
+	intake  jetstream.ObjectStore
 	s       Settings
 	now     func() time.Time
 }
@@ -93,6 +102,12 @@ func Open(ctx context.Context, js jetstream.JetStream, s Settings) (*Store, erro
 		TTL: s.ResultsRetention, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", BucketResults, err)
+	}
+	if st.intake, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: BucketIntake, Description: "producers' large batch inputs (input_object), deleted when their job ends",
+		TTL: s.Retention, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+	}); err != nil {
+		return nil, fmt.Errorf("open object store %s: %w", BucketIntake, err)
 	}
 	return st, nil
 }
@@ -259,59 +274,111 @@ func (s *Store) PutPoll(ctx context.Context, p *Poll) error {
 
 // PutInput stores the JSONL input of a vendor batch under name.
 func (s *Store) PutInput(ctx context.Context, name string, data []byte) error {
-	return s.put(ctx, s.inputs, name, data)
-}
-
-// Input reads a stored input.
-func (s *Store) Input(ctx context.Context, name string) ([]byte, error) {
-	return s.get(ctx, s.inputs, name)
-}
-
-// DeleteInput removes a stored input (missing is not an error).
-func (s *Store) DeleteInput(ctx context.Context, name string) error {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	if err := s.inputs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("delete input %q: %w", name, err)
-	}
-	return nil
+	_, err := s.PutObject(ctx, BucketInputs, name, bytes.NewReader(data))
+	return err
 }
 
 // PutResults stores a job's merged results.
 func (s *Store) PutResults(ctx context.Context, name string, data []byte) error {
-	return s.put(ctx, s.results, name, data)
+	_, err := s.PutObject(ctx, BucketResults, name, bytes.NewReader(data))
+	return err
 }
 
 // Results reads a job's merged results; ErrNotFound if none are stored.
+// Large results are better streamed with OpenObject.
 func (s *Store) Results(ctx context.Context, name string) ([]byte, error) {
-	return s.get(ctx, s.results, name)
-}
-
-func (s *Store) put(ctx context.Context, os jetstream.ObjectStore, name string, data []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 4*s.s.OpTimeout)
-	defer cancel()
-	if _, err := os.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("put object %q: %w", name, err)
-	}
-	return nil
-}
-
-func (s *Store) get(ctx context.Context, os jetstream.ObjectStore, name string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*s.s.OpTimeout)
-	defer cancel()
-	r, err := os.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("get object %q: %w", name, ErrNotFound)
-	}
+	rc, _, err := s.OpenObject(ctx, BucketResults, name)
 	if err != nil {
-		return nil, fmt.Errorf("get object %q: %w", name, err)
+		return nil, err
 	}
-	defer r.Close()
-	data, err := io.ReadAll(r)
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
 	if err != nil {
 		return nil, fmt.Errorf("read object %q: %w", name, err)
 	}
 	return data, nil
+}
+
+func (s *Store) bucket(name string) (jetstream.ObjectStore, error) {
+	switch name {
+	case BucketInputs:
+		return s.inputs, nil
+	case BucketResults:
+		return s.results, nil
+	case BucketIntake:
+		return s.intake, nil
+	}
+	return nil, fmt.Errorf("unknown object store bucket %q", name)
+}
+
+// PutObject streams r into the named object of bucket, replacing any
+// object of that name only once r is read to its end (a failed put leaves
+// the previous one in place). It returns the object's size.
+func (s *Store) PutObject(ctx context.Context, bucket, name string, r io.Reader) (int64, error) {
+	os, err := s.bucket(bucket)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.s.TransferTimeout)
+	defer cancel()
+	info, err := os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	if err != nil {
+		return 0, fmt.Errorf("put object %s/%q: %w", bucket, name, err)
+	}
+	return int64(info.Size), nil
+}
+
+// OpenObject opens the named object of bucket for reading, with its size;
+// ErrNotFound if there is none. The caller closes the reader, which ends
+// the read (it is bounded by TransferTimeout) and reports a digest
+// mismatch as an error at the end of the stream.
+func (s *Store) OpenObject(ctx context.Context, bucket, name string) (io.ReadCloser, int64, error) {
+	os, err := s.bucket(bucket)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.s.TransferTimeout)
+	r, err := os.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		cancel()
+		return nil, 0, fmt.Errorf("get object %s/%q: %w", bucket, name, ErrNotFound)
+	}
+	if err != nil {
+		cancel()
+		return nil, 0, fmt.Errorf("get object %s/%q: %w", bucket, name, err)
+	}
+	info, err := r.Info()
+	if err != nil {
+		_ = r.Close()
+		cancel()
+		return nil, 0, fmt.Errorf("get object %s/%q: %w", bucket, name, err)
+	}
+	return &objectReader{ObjectResult: r, cancel: cancel}, int64(info.Size), nil
+}
+
+type objectReader struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (r *objectReader) Close() error {
+	err := r.ObjectResult.Close()
+	r.cancel()
+	return err
+}
+
+// DeleteObject removes the named object of bucket (missing is not an error).
+func (s *Store) DeleteObject(ctx context.Context, bucket, name string) error {
+	os, err := s.bucket(bucket)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := os.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete object %s/%q: %w", bucket, name, err)
+	}
+	return nil
 }
 
 // sweepKey holds the Sweep record in the polls bucket. KVKey only writes
@@ -348,4 +415,35 @@ func (s *Store) PutSweep(ctx context.Context, sw *Sweep) error {
 		return fmt.Errorf("put sweep: %w", err)
 	}
 	return nil
+}
+
+// Apply changes a record already in hand: fn is applied to a copy of j
+// and written by compare-and-set on j's revision (one round trip); if the
+// record changed since j was read, it falls back to Mutate (read, apply
+// fn again, write). j itself is not modified. fn returning ErrNoChange
+// leaves the record as it is and Apply returns the copy fn saw.
+func (s *Store) Apply(ctx context.Context, j *Job, fn func(*Job) error) (*Job, error) {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("copy job %q: %w", j.Key, err)
+	}
+	var c Job
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("copy job %q: %w", j.Key, err)
+	}
+	c.Revision = j.Revision
+	if err := fn(&c); err != nil {
+		if errors.Is(err, ErrNoChange) {
+			return &c, nil
+		}
+		return nil, err
+	}
+	err = s.Update(ctx, &c)
+	if err == nil {
+		return &c, nil
+	}
+	if !errors.Is(err, ErrConflict) {
+		return nil, err
+	}
+	return s.Mutate(ctx, j.Key, fn)
 }

@@ -3,6 +3,8 @@ package jobstore_test
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,9 +99,13 @@ func TestDurableAcrossRestart(t *testing.T) {
 	p, err := st.GetPoll(ctx, "batch_1")
 	require.NoError(t, err)
 	require.Equal(t, "in_progress", p.Status)
-	in, err := st.Input(ctx, "k")
+	rc, size, err := st.OpenObject(ctx, jobstore.BucketInputs, "k")
 	require.NoError(t, err)
+	in, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
 	require.Equal(t, "line\n", string(in))
+	require.Equal(t, int64(5), size)
 	p.Status = "completed"
 	stale := *p
 	require.NoError(t, st.PutPoll(ctx, p))
@@ -110,4 +116,44 @@ func TestKVKey(t *testing.T) {
 	require.Equal(t, "a=2Eb=3Ac-d_e", jobstore.KVKey("a.b:c-d_e"))
 	require.Equal(t, "plain", jobstore.KVKey("plain"))
 	require.NotEqual(t, jobstore.KVKey("a.b"), jobstore.KVKey("a:b"))
+}
+
+// TestObjects streams objects in and out of every bucket, replaces one
+// while it is being read (the notifier rewrites merged results from their
+// previous version), and reports missing objects as ErrNotFound.
+func TestObjects(t *testing.T) {
+	ns := fleettest.StartNATS(t)
+	_, js := fleettest.Connect(t, ns.URL())
+	ctx := context.Background()
+	st, err := jobstore.Open(ctx, js, jobstore.Settings{})
+	require.NoError(t, err)
+	for _, b := range []string{jobstore.BucketInputs, jobstore.BucketResults, jobstore.BucketIntake} {
+		data := strings.Repeat("0123456789\n", 50_000) // several chunks
+		n, err := st.PutObject(ctx, b, "o", strings.NewReader(data))
+		require.NoError(t, err)
+		require.Equal(t, int64(len(data)), n)
+
+		rc, size, err := st.OpenObject(ctx, b, "o")
+		require.NoError(t, err)
+		require.Equal(t, n, size)
+		// Replace it from its own stream: the old chunks go only once the
+		// new object is complete.
+		n2, err := st.PutObject(ctx, b, "o", io.MultiReader(rc, strings.NewReader("more\n")))
+		require.NoError(t, err)
+		require.NoError(t, rc.Close())
+		require.Equal(t, n+5, n2)
+		rc, _, err = st.OpenObject(ctx, b, "o")
+		require.NoError(t, err)
+		got, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		require.NoError(t, rc.Close())
+		require.Equal(t, data+"more\n", string(got))
+
+		require.NoError(t, st.DeleteObject(ctx, b, "o"))
+		require.NoError(t, st.DeleteObject(ctx, b, "o"), "deleting a missing object is no error")
+		_, _, err = st.OpenObject(ctx, b, "o")
+		require.ErrorIs(t, err, jobstore.ErrNotFound)
+	}
+	_, _, err = st.OpenObject(ctx, "nope", "o")
+	require.ErrorContains(t, err, "unknown object store bucket")
 }

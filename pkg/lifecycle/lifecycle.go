@@ -158,6 +158,7 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 	inf.Redis = redis.NewClient(opts)
 	inf.Vendor = batchapi.New(batchapi.Config{
 		APIKey: cfg.OpenAIAPIKey, BaseURL: cfg.OpenAIBaseURL, CallTimeout: cfg.VendorCallTimeout,
+		TransferTimeout: cfg.VendorTransferTimeout,
 	})
 	return inf, nil
 }

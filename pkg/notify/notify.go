@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
@@ -23,7 +26,7 @@ import (
 // vendor is the part of the vendor API a notifier uses.
 type vendor interface {
 	Get(ctx context.Context, id string) (batchapi.Batch, error)
-	ReadFile(ctx context.Context, fileID string) ([]byte, error)
+	Download(ctx context.Context, fileID string) (io.ReadCloser, error)
 	DeleteFile(ctx context.Context, fileID string) error
 }
 
@@ -45,7 +48,9 @@ type Deps struct {
 
 // Config tunes a notifier; zero values take the defaults.
 type Config struct {
-	// Concurrency is NOTIFY_CONCURRENCY. Defaults to 4.
+	// Concurrency is NOTIFY_CONCURRENCY. Defaults to 16: most of a
+	// hand-off is waiting on the vendor and NATS, and each one's memory is
+	// bounded (about 150 bytes per request, never the bodies).
 	Concurrency int
 	// MaxRetryAttempts is MAX_RETRY_ATTEMPTS: retry batches per job (0 = none; config defaults it to 3).
 	MaxRetryAttempts int
@@ -72,7 +77,7 @@ type Config struct {
 
 // WithDefaults fills zero fields.
 func (c Config) WithDefaults() Config {
-	c.Concurrency = cmp.Or(c.Concurrency, 4)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, 10*time.Second)
 	c.TokenLimitDelay = cmp.Or(c.TokenLimitDelay, time.Minute)
 	c.MaxRequeues = cmp.Or(c.MaxRequeues, 50)
@@ -84,6 +89,10 @@ func (c Config) WithDefaults() Config {
 	c.Webhooks = c.Webhooks.WithDefaults()
 	return c
 }
+
+// failureBackoff spaces the tries of a hand-off whose processing failed
+// (vendor or NATS trouble): 1s doubling to 2m, with jitter.
+var failureBackoff = backoff.Policy{Initial: time.Second, Max: 2 * time.Minute}.WithDefaults()
 
 // Notifier publishes outcomes.
 type Notifier struct {
@@ -154,8 +163,12 @@ func (n *Notifier) handleFinal(ctx context.Context, m jetstream.Msg) {
 	err := n.process(ctx, t)
 	stop()
 	if err != nil {
+		attempt := 0
+		if md, merr := m.Metadata(); merr == nil {
+			attempt = int(md.NumDelivered) - 1
+		}
 		n.mu.Lock()
-		wait := time.Second + time.Duration(n.rnd.Int64N(int64(2*time.Second)))
+		wait := failureBackoff.Next(attempt, n.rnd)
 		n.mu.Unlock()
 		if !errors.Is(err, context.Canceled) {
 			n.log.Warn().Err(err).Str("idempotency_key", t.JobKey).Str("batch_id", t.BatchID).Msg("process final batch, will retry")
@@ -168,7 +181,9 @@ func (n *Notifier) handleFinal(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
-// process handles one ended attempt of a job.
+// process handles one ended attempt of a job: its results are merged,
+// the attempt recorded final together with the job's next step (one
+// compare-and-set), and the outcome published once the job is final.
 func (n *Notifier) process(ctx context.Context, t stream.FinalTask) error {
 	job, err := n.d.Store.Get(ctx, t.JobKey)
 	if errors.Is(err, jobstore.ErrNotFound) {
@@ -182,17 +197,20 @@ func (n *Notifier) process(ctx context.Context, t stream.FinalTask) error {
 		return nil
 	}
 	if !job.Final {
+		var c collected
 		if a := job.Attempt(t.Key); a != nil && a.State == jobstore.AttemptSubmitted && a.BatchID == t.BatchID && t.BatchID != "" {
-			if job, err = n.collect(ctx, job, a.Key); err != nil {
+			if c, err = n.collect(ctx, job, a.Key); err != nil {
 				return err
 			}
-		}
-		for _, a := range job.Attempts {
-			if a.State == jobstore.AttemptPending || a.State == jobstore.AttemptSubmitted {
-				return nil // another attempt is under way; its own hand-off decides
+			// Free the slot before the record says final: a failed release
+			// is retried with the whole hand-off (releasing is idempotent).
+			if n.d.Admitter != nil && a.Admitted {
+				if err := n.d.Admitter.Release(ctx, a.Key); err != nil {
+					return fmt.Errorf("release admission slot of %s: %w", a.Key, err)
+				}
 			}
 		}
-		if job, err = n.decide(ctx, job); err != nil || !job.Final {
+		if job, err = n.settle(ctx, job, c); err != nil || !job.Final {
 			return err
 		}
 	}

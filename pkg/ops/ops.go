@@ -5,6 +5,7 @@ package ops
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -96,13 +97,14 @@ func WaitCompleted(ctx context.Context, js jetstream.JetStream, key string) (con
 	}
 }
 
-// Results returns the merged results (JSONL) of a job.
+// Results returns the merged results (JSONL) of a job (small jobs; stream
+// large ones with CopyResults).
 func Results(ctx context.Context, js jetstream.JetStream, key string) ([]byte, error) {
-	st, err := jobstore.Open(ctx, js, jobstore.Settings{})
-	if err != nil {
+	var buf bytes.Buffer
+	if _, err := CopyResults(ctx, js, key, &buf); err != nil {
 		return nil, err
 	}
-	return st.Results(ctx, key)
+	return buf.Bytes(), nil
 }
 
 // Job returns a job's durable record.

@@ -15,11 +15,17 @@
 //
 // [Merged] keeps the final result per original custom_id: a success always
 // wins over a failure, among failures the latest attempt wins, among
-// successes the earliest is kept. It counts two usages: the kept one (one
-// success per custom_id) and the billed one (every successful line of every
-// attempt, what the vendor charges). [Merged.WriteJSONL] writes the merged
-// results, one line per custom_id sorted by custom_id, and [ReadMerged] reads
-// them back.
+// successes the earliest is kept. It keeps only what the outcome needs
+// (attempt, outcome, reason, model, usage), never the bodies, so its memory
+// does not grow with the size of requests and responses. It counts two
+// usages: the kept one (one success per custom_id) and the billed one
+// (every successful line of every attempt, what the vendor charges).
+//
+// The merged results file (one JSONL line per custom_id) is written by
+// streaming: a [Writer] writes each attempt's lines as they are read, and
+// [Merged.Merge] streams those files again, writing the line Merged keeps
+// for each custom_id. [ReadMerged] and [Merged.AddMerged] read a merged
+// file back into a Merged.
 //
 // [PriceTable] estimates cost from usage. Its default table is an estimate
 // of OpenAI's published standard prices, not a bill: PRICE_TABLE overrides it.

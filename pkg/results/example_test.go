@@ -17,15 +17,28 @@ func Example() {
 	output1 := `{"id":"batch_req_4","custom_id":"q2","response":{"status_code":200,"request_id":"r4","body":{"model":"gpt-4o-mini","usage":{"prompt_tokens":1000,"completion_tokens":0,"total_tokens":1000}}},"error":null}`
 	errors1 := `{"id":"batch_req_5","custom_id":"q3","response":{"status_code":400,"request_id":"r5","body":{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"invalid_value"}}},"error":null}`
 
+	// Merged keeps per custom_id only what the outcome needs; the lines
+	// themselves go to a results file as they are read (in the fleet, an
+	// object store object per attempt).
 	var m results.Merged
+	var lines strings.Builder
+	w := results.NewWriter(&lines)
 	for attempt, files := range [][]string{{output0, errors0}, {output1, errors1}} {
 		for _, f := range files {
-			if err := m.AddFile(attempt, strings.NewReader(f)); err != nil {
+			err := results.Scan(strings.NewReader(f), func(l results.Line) error {
+				m.Add(attempt, l)
+				return w.Write(attempt, l)
+			})
+			if err != nil {
 				fmt.Println(err)
 				return
 			}
 		}
 		fmt.Printf("after attempt %d: retry %v\n", attempt, m.Failed(true))
+	}
+	if _, err := w.Flush(); err != nil {
+		fmt.Println(err)
+		return
 	}
 
 	completed, failed := m.Counts()
@@ -34,7 +47,8 @@ func Example() {
 	fmt.Println("completed", completed, "failed", failed)
 	fmt.Println("kept", kept.TotalTokens, "billed", billed.TotalTokens)
 	fmt.Printf("cost $%.6f (known %v)\n", usd, known)
-	if _, err := m.WriteJSONL(os.Stdout); err != nil {
+	// One line per custom_id: the one Merged keeps.
+	if _, err := m.Merge(os.Stdout, strings.NewReader(lines.String())); err != nil {
 		fmt.Println(err)
 	}
 	// Output:

@@ -6,14 +6,19 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 )
 
-// Result is the result kept for one custom_id: the line and the attempt it
-// came from (0 = the original batch, n = the n-th retry batch).
+// Result summarises the result kept for one custom_id: the attempt it came
+// from (0 = the original batch, n = the n-th retry batch), its outcome and,
+// for a failure, its reason (Line.Reason). Bodies are not kept: the merged
+// results file is written by streaming the lines again (Merged.Merge).
 type Result struct {
-	Attempt int
-	Line    Line
+	Attempt    int
+	Outcome    Outcome
+	Reason     string
+	StatusCode int
 }
 
 // Merged holds the final result per original custom_id across a job's
@@ -25,67 +30,93 @@ type Result struct {
 // the first added); among successes the earliest attempt wins (the same
 // attempt: the first added).
 //
-// Memory is about 200 bytes per custom_id plus the kept response bodies
-// (compacted): 50,000 chat completions take some tens of MB. Bodies of
-// replaced results are released.
+// Memory is about 150 bytes per custom_id whatever the size of the
+// requests and responses: bodies are read for their model, usage and error
+// code, then dropped.
 type Merged struct {
 	byID      map[string]*entry
 	completed int
 	failed    int
 
-	kept      map[string]Usage    // by model, over kept successes
-	billed    map[string]Usage    // by model, over every successful line added
-	billedIDs map[string]struct{} // line ids already billed
+	kept   map[string]Usage  // by model, over kept successes
+	billed map[billKey]Usage // by attempt and model, over every successful line added
+	intern map[string]string // model names and reasons, shared by every entry
+}
+
+type billKey struct {
+	attempt int
+	model   string
 }
 
 type entry struct {
-	Result
-	outcome Outcome
-	model   string
-	usage   Usage
+	attempt    int32
+	statusCode int16
+	outcome    Outcome
+	written    bool // Merge wrote this custom_id's line
+	reason     string
+	model      string
+	usage      Usage
 }
 
-// Add records line from the given attempt (0 = original batch).
-//
-// Every successful line is billed once (lines are told apart by their vendor
-// id, so adding the same file twice does not bill twice), even when another
-// success for its custom_id is kept.
-func (m *Merged) Add(attempt int, line Line) {
+func (e *entry) result() Result {
+	return Result{Attempt: int(e.attempt), Outcome: e.outcome, Reason: e.reason, StatusCode: int(e.statusCode)}
+}
+
+func (m *Merged) init() {
 	if m.byID == nil {
 		m.byID = make(map[string]*entry)
 		m.kept = make(map[string]Usage)
-		m.billed = make(map[string]Usage)
-		m.billedIDs = make(map[string]struct{})
-	}
-	e := &entry{Result: Result{Attempt: attempt, Line: line}, outcome: line.Outcome()}
-	if e.outcome == Succeeded {
-		e.model, e.usage = line.meta()
-		m.bill(line.ID, e.model, e.usage)
-	}
-	cur, ok := m.byID[line.CustomID]
-	if !ok {
-		m.byID[line.CustomID] = e
-		m.count(e, +1)
-		return
-	}
-	ok = cur.outcome != Succeeded && e.outcome == Succeeded ||
-		cur.outcome == Succeeded && e.outcome == Succeeded && attempt < cur.Attempt ||
-		cur.outcome != Succeeded && e.outcome != Succeeded && attempt > cur.Attempt
-	if ok {
-		m.count(cur, -1)
-		m.byID[line.CustomID] = e
-		m.count(e, +1)
+		m.billed = make(map[billKey]Usage)
+		m.intern = make(map[string]string)
 	}
 }
 
-func (m *Merged) bill(id, model string, u Usage) {
-	if id != "" {
-		if _, dup := m.billedIDs[id]; dup {
-			return
-		}
-		m.billedIDs[id] = struct{}{}
+func (m *Merged) interned(s string) string {
+	if v, ok := m.intern[s]; ok {
+		return v
 	}
-	m.billed[model] = m.billed[model].Add(u)
+	if len(m.intern) < 1024 {
+		m.intern[s] = s
+	}
+	return s
+}
+
+// Add records line from the given attempt (0 = original batch) and reports
+// whether it is now the kept result of its custom_id. Every successful line
+// is billed to its attempt, even when another success for its custom_id is
+// kept.
+func (m *Merged) Add(attempt int, line Line) bool {
+	m.init()
+	e := &entry{attempt: int32(attempt), statusCode: int16(line.StatusCode), outcome: line.Outcome()}
+	if e.outcome == Succeeded {
+		model, usage := line.meta()
+		e.model, e.usage = m.interned(model), usage
+		k := billKey{attempt, e.model}
+		m.billed[k] = m.billed[k].Add(usage)
+	} else {
+		e.reason = m.interned(line.Reason())
+	}
+	return m.put(line.CustomID, e)
+}
+
+// put keeps e for id if it wins over what is kept.
+func (m *Merged) put(id string, e *entry) bool {
+	cur, ok := m.byID[id]
+	if !ok {
+		m.byID[id] = e
+		m.count(e, +1)
+		return true
+	}
+	a := e.attempt
+	win := cur.outcome != Succeeded && e.outcome == Succeeded ||
+		cur.outcome == Succeeded && e.outcome == Succeeded && a < cur.attempt ||
+		cur.outcome != Succeeded && e.outcome != Succeeded && a > cur.attempt
+	if win {
+		m.count(cur, -1)
+		m.byID[id] = e
+		m.count(e, +1)
+	}
+	return win
 }
 
 // count adds (sign +1) or removes (sign -1) e from the counts and kept usage.
@@ -124,7 +155,7 @@ func (m *Merged) Get(customID string) (Result, bool) {
 	if !ok {
 		return Result{}, false
 	}
-	return e.Result, true
+	return e.result(), true
 }
 
 // Counts returns how many custom_ids have a kept success (completed) and a
@@ -175,15 +206,38 @@ func (m *Merged) Usage() (kept, billed Usage) {
 // UsageByModel is Usage split by body.model ("" for bodies without one).
 // The maps are copies.
 func (m *Merged) UsageByModel() (kept, billed map[string]Usage) {
-	return maps.Clone(m.kept), maps.Clone(m.billed)
+	billed = map[string]Usage{}
+	for k, u := range m.billed {
+		billed[k.model] = billed[k.model].Add(u)
+	}
+	return maps.Clone(m.kept), billed
+}
+
+// BilledByModel is the billed usage of the lines added for one attempt,
+// by model (a copy).
+func (m *Merged) BilledByModel(attempt int) map[string]Usage {
+	out := map[string]Usage{}
+	for k, u := range m.billed {
+		if k.attempt == attempt {
+			out[k.model] = out[k.model].Add(u)
+		}
+	}
+	return out
 }
 
 // Cost estimates the cost of the billed usage with p. known is false when a
 // billed model is not in p; usd then counts only the known models.
 func (m *Merged) Cost(p PriceTable) (usd float64, known bool) {
+	_, billed := m.UsageByModel()
+	return p.CostByModel(billed)
+}
+
+// CostByModel estimates the cost of usage by model with p. known is false
+// when a model is not in p; usd then counts only the known models.
+func (p PriceTable) CostByModel(usage map[string]Usage) (usd float64, known bool) {
 	known = true
-	for _, model := range slices.Sorted(maps.Keys(m.billed)) { // sorted: a stable float sum
-		c, ok := p.Cost(model, m.billed[model])
+	for _, model := range slices.Sorted(maps.Keys(usage)) { // sorted: a stable float sum
+		c, ok := p.Cost(model, usage[model])
 		usd += c
 		known = known && ok
 	}
@@ -209,74 +263,158 @@ type record struct {
 	RequestID      string          `json:"request_id,omitempty"`
 }
 
-// WriteJSONL writes the merged results, one line per custom_id sorted by
-// custom_id:
+func recordOf(attempt int, l Line) record {
+	r := record{
+		CustomID: l.CustomID, Status: StatusSucceeded, Attempt: attempt, StatusCode: l.StatusCode,
+		Body: l.Body, Error: l.Error, BatchRequestID: l.ID, RequestID: l.RequestID,
+	}
+	if l.Outcome() != Succeeded {
+		r.Status, r.Reason = StatusFailed, l.Reason()
+	}
+	return r
+}
+
+// line checks a record and returns it as a Line.
+func (r *record) line() (Line, error) {
+	l := Line{ID: r.BatchRequestID, CustomID: r.CustomID, StatusCode: r.StatusCode,
+		RequestID: r.RequestID, Body: compactBody(r.Body), Error: r.Error}
+	switch {
+	case l.CustomID == "":
+		return l, fmt.Errorf("%w: missing custom_id", ErrInvalidLine)
+	case l.StatusCode != 0 && (l.StatusCode < 100 || l.StatusCode > 599):
+		return l, fmt.Errorf("%w: custom_id %q: invalid status_code %d", ErrInvalidLine, l.CustomID, l.StatusCode)
+	case l.StatusCode == 0 && l.Error == nil:
+		return l, fmt.Errorf("%w: custom_id %q: neither response nor error", ErrInvalidLine, l.CustomID)
+	case l.StatusCode == 0 && l.Body != nil:
+		return l, fmt.Errorf("%w: custom_id %q: body without status_code", ErrInvalidLine, l.CustomID)
+	}
+	if want := (l.Outcome() == Succeeded); r.Status != StatusSucceeded && r.Status != StatusFailed ||
+		want != (r.Status == StatusSucceeded) {
+		return l, fmt.Errorf("%w: custom_id %q: status %q does not match the line", ErrInvalidLine, l.CustomID, r.Status)
+	}
+	return l, nil
+}
+
+// Writer writes merged results lines:
 //
 //	{"custom_id","status":"succeeded"|"failed","attempt","status_code","body","error","reason","batch_request_id","request_id"}
 //
 // status_code is 0 and body absent when the request got no response; body
 // is the response body (for failures, the vendor's error body); error is the
 // line's error object (e.g. batch_expired) when it had one; reason is
-// Line.Reason for failures. It returns the number of lines written.
-func (m *Merged) WriteJSONL(w io.Writer) (int, error) {
+// Line.Reason for failures. Call Flush at the end.
+type Writer struct {
+	bw  *bufio.Writer
+	enc *json.Encoder
+	n   int
+}
+
+// NewWriter returns a Writer on w.
+func NewWriter(w io.Writer) *Writer {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	ids := slices.Sorted(maps.Keys(m.byID))
-	for i, id := range ids {
-		e := m.byID[id]
-		r := record{
-			CustomID: id, Status: StatusSucceeded, Attempt: e.Attempt, StatusCode: e.Line.StatusCode,
-			Body: e.Line.Body, Error: e.Line.Error, BatchRequestID: e.Line.ID, RequestID: e.Line.RequestID,
-		}
-		if e.outcome != Succeeded {
-			r.Status, r.Reason = StatusFailed, e.Line.Reason()
-		}
-		if err := enc.Encode(r); err != nil {
-			return i, fmt.Errorf("write result %q: %w", id, err)
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		return len(ids), fmt.Errorf("write results: %w", err)
-	}
-	return len(ids), nil
+	return &Writer{bw: bw, enc: enc}
 }
 
-// ReadMerged reads a file written by WriteJSONL. The billed usage of the
-// returned Merged is its kept usage (the other attempts' lines are not in
-// the file). Lines are checked: a custom_id twice, a status that does not
-// match the line, or a line with neither response nor error is an error.
-func ReadMerged(r io.Reader) (*Merged, error) {
-	m := &Merged{}
-	err := scanLines(r, func(_ int, b []byte) error {
+// Write writes l as a result of the given attempt.
+func (w *Writer) Write(attempt int, l Line) error {
+	return w.write(recordOf(attempt, l))
+}
+
+func (w *Writer) write(r record) error {
+	if err := w.enc.Encode(r); err != nil {
+		return fmt.Errorf("write result %q: %w", r.CustomID, err)
+	}
+	w.n++
+	return nil
+}
+
+// Flush writes what is buffered and returns the number of lines written.
+func (w *Writer) Flush() (int, error) {
+	if err := w.bw.Flush(); err != nil {
+		return w.n, fmt.Errorf("write results: %w", err)
+	}
+	return w.n, nil
+}
+
+// readRecords calls fn with each checked line of a merged results file.
+func readRecords(r io.Reader, fn func(attempt int, l Line) error) error {
+	return scanLines(r, func(_ int, b []byte) error {
 		var rec record
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
 		}
-		l := Line{ID: rec.BatchRequestID, CustomID: rec.CustomID, StatusCode: rec.StatusCode,
-			RequestID: rec.RequestID, Body: compactBody(rec.Body), Error: rec.Error}
-		switch {
-		case l.CustomID == "":
-			return fmt.Errorf("%w: missing custom_id", ErrInvalidLine)
-		case l.StatusCode != 0 && (l.StatusCode < 100 || l.StatusCode > 599):
-			return fmt.Errorf("%w: custom_id %q: invalid status_code %d", ErrInvalidLine, l.CustomID, l.StatusCode)
-		case l.StatusCode == 0 && l.Error == nil:
-			return fmt.Errorf("%w: custom_id %q: neither response nor error", ErrInvalidLine, l.CustomID)
-		case l.StatusCode == 0 && l.Body != nil:
-			return fmt.Errorf("%w: custom_id %q: body without status_code", ErrInvalidLine, l.CustomID)
+		l, err := rec.line()
+		if err != nil {
+			return err
 		}
-		if _, dup := m.byID[l.CustomID]; dup {
+		return fn(rec.Attempt, l)
+	})
+}
+
+// ReadMerged reads a merged results file (written by a Writer or Merge).
+// The billed usage of the returned Merged is its kept usage (the other
+// attempts' lines are not in the file). Lines are checked: a custom_id
+// twice, a status that does not match the line, or a line with neither
+// response nor error is an error.
+func ReadMerged(r io.Reader) (*Merged, error) {
+	m := &Merged{}
+	return m, m.AddMerged(r, math.MaxInt32)
+}
+
+// AddMerged adds the lines of a merged results file whose attempt is
+// below below (the lines of a later attempt are skipped: its own files are
+// added again).
+func (m *Merged) AddMerged(r io.Reader, below int) error {
+	seen := make(map[string]struct{})
+	err := readRecords(r, func(attempt int, l Line) error {
+		if _, dup := seen[l.CustomID]; dup {
 			return fmt.Errorf("%w: custom_id %q twice", ErrInvalidLine, l.CustomID)
 		}
-		if want := (l.Outcome() == Succeeded); rec.Status != StatusSucceeded && rec.Status != StatusFailed ||
-			want != (rec.Status == StatusSucceeded) {
-			return fmt.Errorf("%w: custom_id %q: status %q does not match the line", ErrInvalidLine, l.CustomID, rec.Status)
+		seen[l.CustomID] = struct{}{}
+		if attempt < below {
+			m.Add(attempt, l)
 		}
-		m.Add(rec.Attempt, l)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read merged results: %w", err)
+		return fmt.Errorf("read merged results: %w", err)
 	}
-	return m, nil
+	return nil
+}
+
+// Merge writes the merged results to w by streaming merged results files
+// (sources, e.g. the previous merged results and an attempt's lines, in
+// the order their lines were added to m): of each custom_id it writes the
+// line m keeps, once. It fails if a kept result is in none of the
+// sources. It returns the number of lines written; m remembers what it
+// wrote, so call it once per Merged.
+func (m *Merged) Merge(w io.Writer, sources ...io.Reader) (int, error) {
+	out := NewWriter(w)
+	for i, src := range sources {
+		err := scanLines(src, func(_ int, b []byte) error {
+			var rec record
+			if err := json.Unmarshal(b, &rec); err != nil {
+				return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
+			}
+			e, ok := m.byID[rec.CustomID]
+			if !ok || e.written || int(e.attempt) != rec.Attempt {
+				return nil
+			}
+			e.written = true
+			return out.write(rec)
+		})
+		if err != nil {
+			return out.n, fmt.Errorf("merge results source %d: %w", i, err)
+		}
+	}
+	n, err := out.Flush()
+	if err != nil {
+		return n, err
+	}
+	if n != len(m.byID) {
+		return n, fmt.Errorf("merge results: %d of %d kept results found in the sources", n, len(m.byID))
+	}
+	return n, nil
 }

@@ -3,7 +3,9 @@ package results_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,7 +56,8 @@ func TestMergedPrecedence(t *testing.T) {
 			}
 			got, ok := m.Get("a")
 			require.True(t, ok)
-			want := results.Result{Attempt: tt.want.attempt, Line: mustParse(t, tt.want.line)}
+			wl := mustParse(t, tt.want.line)
+			want := results.Result{Attempt: tt.want.attempt, Outcome: wl.Outcome(), Reason: wl.Reason(), StatusCode: wl.StatusCode}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Fatalf("kept result (-want +got):\n%s", diff)
 			}
@@ -69,7 +72,6 @@ func TestMergedUsageKeptAndBilled(t *testing.T) {
 	t.Parallel()
 	var m results.Merged
 	m.Add(0, mustParse(t, okLine("a", 10, 1)))
-	m.Add(0, mustParse(t, okLine("a", 10, 1))) // the same line again: not billed twice
 	m.Add(0, mustParse(t, failLine("b", 500, "server_error", "")))
 	// b succeeded in the retry, a too (e.g. a redelivered retry input): both billed.
 	m.Add(1, mustParse(t, strings.Replace(okLine("a", 100, 10), "batch_req_ok_a", "batch_req_ok_a_retry", 1)))
@@ -86,6 +88,8 @@ func TestMergedUsageKeptAndBilled(t *testing.T) {
 		"text-embedding-3-small": {InputTokens: 7, TotalTokens: 7},
 	}, keptBy)
 	require.Equal(t, results.Usage{InputTokens: 130, OutputTokens: 13, TotalTokens: 143}, billedBy["gpt-4o-mini-2024-07-18"])
+	require.Equal(t, map[string]results.Usage{"gpt-4o-mini-2024-07-18": {InputTokens: 10, OutputTokens: 1, TotalTokens: 11}}, m.BilledByModel(0))
+	require.Equal(t, results.Usage{InputTokens: 7, TotalTokens: 7}, m.BilledByModel(1)["text-embedding-3-small"])
 
 	usd, known := m.Cost(results.DefaultPriceTable())
 	require.True(t, known)
@@ -158,17 +162,26 @@ func TestMergedShuffled(t *testing.T) {
 	}
 	merge := func(order []added) string {
 		var m results.Merged
+		var seg bytes.Buffer
+		w := results.NewWriter(&seg)
 		for _, a := range order {
-			m.Add(a.attempt, mustParse(t, a.line))
+			l := mustParse(t, a.line)
+			m.Add(a.attempt, l)
+			require.NoError(t, w.Write(a.attempt, l))
 		}
-		var buf bytes.Buffer
-		_, err := m.WriteJSONL(&buf)
+		_, err := w.Flush()
 		require.NoError(t, err)
+		var buf bytes.Buffer
+		written, err := m.Merge(&buf, &seg)
+		require.NoError(t, err)
+		require.Equal(t, m.Len(), written)
 		completed, failed := m.Counts()
 		require.Equal(t, n/6*2, completed)
 		require.Equal(t, n/6*3, failed)
 		require.Len(t, m.Failed(true), n/6)
-		return buf.String()
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		slices.Sort(lines) // Merge keeps the sources' order
+		return strings.Join(lines, "\n")
 	}
 	want := merge(lines)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -181,22 +194,34 @@ func TestMergedShuffled(t *testing.T) {
 	}
 }
 
-func TestWriteJSONL(t *testing.T) {
+func TestWriterMerge(t *testing.T) {
 	t.Parallel()
 	var m results.Merged
-	m.Add(1, mustParse(t, `{"id":"batch_req_2","custom_id":"b","response":null,"error":{"code":"batch_expired","message":"too late"}}`))
-	m.Add(0, mustParse(t, `{"id":"batch_req_1","custom_id":"a","response":{"status_code":200,"request_id":"req_1","body":{"model":"m","x":"<&>"}},"error":null}`))
-	m.Add(0, mustParse(t, `{"id":"batch_req_3","custom_id":"c","response":{"status_code":400,"request_id":"req_3","body":{"error":{"message":"no","type":"invalid_request_error","param":null,"code":null}}},"error":null}`))
+	var seg bytes.Buffer
+	w := results.NewWriter(&seg)
+	for _, a := range []added{
+		{1, `{"id":"batch_req_2","custom_id":"b","response":null,"error":{"code":"batch_expired","message":"too late"}}`},
+		{0, `{"id":"batch_req_1","custom_id":"a","response":{"status_code":200,"request_id":"req_1","body":{"model":"m","x":"<&>"}},"error":null}`},
+		{0, `{"id":"batch_req_3","custom_id":"c","response":{"status_code":400,"request_id":"req_3","body":{"error":{"message":"no","type":"invalid_request_error","param":null,"code":null}}},"error":null}`},
+		{0, `{"id":"batch_req_0","custom_id":"b","response":{"status_code":500,"request_id":"req_0","body":{}},"error":null}`},
+	} {
+		l := mustParse(t, a.line)
+		m.Add(a.attempt, l)
+		require.NoError(t, w.Write(a.attempt, l))
+	}
+	n, err := w.Flush()
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
 	var buf bytes.Buffer
-	n, err := m.WriteJSONL(&buf)
+	n, err = m.Merge(&buf, bytes.NewReader(seg.Bytes()))
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
-	want := `{"custom_id":"a","status":"succeeded","attempt":0,"status_code":200,"body":{"model":"m","x":"<&>"},"batch_request_id":"batch_req_1","request_id":"req_1"}
-{"custom_id":"b","status":"failed","attempt":1,"status_code":0,"error":{"code":"batch_expired","message":"too late"},"reason":"batch_expired","batch_request_id":"batch_req_2"}
+	want := `{"custom_id":"b","status":"failed","attempt":1,"status_code":0,"error":{"code":"batch_expired","message":"too late"},"reason":"batch_expired","batch_request_id":"batch_req_2"}
+{"custom_id":"a","status":"succeeded","attempt":0,"status_code":200,"body":{"model":"m","x":"<&>"},"batch_request_id":"batch_req_1","request_id":"req_1"}
 {"custom_id":"c","status":"failed","attempt":0,"status_code":400,"body":{"error":{"message":"no","type":"invalid_request_error","param":null,"code":null}},"reason":"invalid_request_error","batch_request_id":"batch_req_3","request_id":"req_3"}
 `
 	if diff := cmp.Diff(want, buf.String()); diff != "" {
-		t.Fatalf("WriteJSONL (-want +got):\n%s", diff)
+		t.Fatalf("Merge (-want +got):\n%s", diff)
 	}
 
 	back, err := results.ReadMerged(bytes.NewReader(buf.Bytes()))
@@ -210,11 +235,31 @@ func TestWriteJSONL(t *testing.T) {
 		}
 	}
 	var again bytes.Buffer
-	_, err = back.WriteJSONL(&again)
+	_, err = back.Merge(&again, bytes.NewReader(buf.Bytes()))
 	require.NoError(t, err)
 	require.Equal(t, buf.String(), again.String())
 	kept, billed := back.Usage()
 	require.Equal(t, kept, billed)
+
+	// A kept result missing from the sources is an error, not a short file.
+	_, err = back.Merge(io.Discard, strings.NewReader(""))
+	require.ErrorContains(t, err, "0 of 3 kept results")
+}
+
+// AddMerged skips the lines of the attempt being merged again: its own
+// files are added afresh, so a rewrite interrupted after the merged file
+// was replaced gives the same result when it runs again.
+func TestAddMergedSkipsLaterAttempts(t *testing.T) {
+	t.Parallel()
+	merged := `{"custom_id":"a","status":"succeeded","attempt":1,"status_code":200,"body":{}}
+{"custom_id":"b","status":"failed","attempt":0,"status_code":500,"body":{}}
+`
+	var m results.Merged
+	require.NoError(t, m.AddMerged(strings.NewReader(merged), 1))
+	require.Equal(t, 1, m.Len())
+	_, ok := m.Get("a")
+	require.False(t, ok)
+	require.ErrorIs(t, m.AddMerged(strings.NewReader(merged+merged), 1), results.ErrInvalidLine)
 }
 
 func TestReadMergedRejects(t *testing.T) {

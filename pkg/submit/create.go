@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -272,29 +273,43 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 }
 
 // uploadDeferred uploads like upload but returns the record change instead
-// of writing it, to be written with CreateStartedAt.
+// of writing it, to be written with CreateStartedAt. A stored input (the
+// producer's input_object, or a retry's) is streamed to the vendor, never
+// held in memory; inline requests (bounded by the NATS max payload) are
+// rendered, stored for retries and uploaded from memory.
 func (s *Submitter) uploadDeferred(ctx context.Context, job *jobstore.Job, key string, req *contract.Request) (func(*jobstore.Attempt), error) {
 	a := job.Attempt(key)
-	var data []byte
-	var err error
+	var (
+		fileID, model string
+		tokens        int64
+		err           error
+	)
 	switch {
 	case a.InputObject != "":
-		data, err = s.d.Store.Input(ctx, a.InputObject)
-	case req != nil && len(req.Requests) > 0:
-		if data, err = req.JSONL(); err == nil {
-			err = s.d.Store.PutInput(ctx, key, data)
+		var rc io.ReadCloser
+		var size int64
+		if rc, size, err = s.d.Store.OpenObject(ctx, a.Bucket(), a.InputObject); err != nil {
+			return nil, err
 		}
+		fileID, err = s.d.Vendor.UploadFrom(ctx, key+".jsonl", rc, size)
+		_ = rc.Close()
+		model, tokens = a.Model, a.EstTokens
+	case req != nil && len(req.Requests) > 0:
+		var data []byte
+		if data, err = req.JSONL(); err != nil {
+			return nil, err
+		}
+		if err = s.d.Store.PutInput(ctx, key, data); err != nil {
+			return nil, err
+		}
+		fileID, err = s.d.Vendor.UploadFrom(ctx, key+".jsonl", bytes.NewReader(data), int64(len(data)))
+		model, tokens = estimate(data)
 	default:
 		return nil, fmt.Errorf("attempt %q has neither an input file nor stored input", key)
 	}
 	if err != nil {
 		return nil, err
 	}
-	fileID, err := s.d.Vendor.Upload(ctx, key+".jsonl", data)
-	if err != nil {
-		return nil, err
-	}
-	model, tokens := estimate(data)
 	return func(a *jobstore.Attempt) {
 		a.InputFileID, a.UploadedFile = fileID, true
 		a.Model, a.EstTokens = model, tokens
@@ -455,31 +470,7 @@ func (s *Submitter) publishQueued(ctx context.Context, job *jobstore.Job, a *job
 	}
 }
 
-// updateOrMutate applies fn to the record in hand and writes it by
-// compare-and-set (one round trip); on a conflict it falls back to Mutate
-// (read, apply, write). job is not modified.
+// updateOrMutate applies fn to the record in hand (see jobstore.Store.Apply).
 func (s *Submitter) updateOrMutate(ctx context.Context, job *jobstore.Job, fn func(*jobstore.Job) error) (*jobstore.Job, error) {
-	data, err := json.Marshal(job)
-	if err != nil {
-		return nil, err
-	}
-	var j jobstore.Job
-	if err := json.Unmarshal(data, &j); err != nil {
-		return nil, err
-	}
-	j.Revision = job.Revision
-	if err := fn(&j); err != nil {
-		if errors.Is(err, jobstore.ErrNoChange) {
-			return &j, nil
-		}
-		return nil, err
-	}
-	err = s.d.Store.Update(ctx, &j)
-	if err == nil {
-		return &j, nil
-	}
-	if !errors.Is(err, jobstore.ErrConflict) {
-		return nil, err
-	}
-	return s.d.Store.Mutate(ctx, job.Key, fn)
+	return s.d.Store.Apply(ctx, job, fn)
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -24,7 +26,7 @@ import (
 
 // vendor is the part of the vendor API a submitter uses.
 type vendor interface {
-	Upload(ctx context.Context, name string, data []byte) (string, error)
+	UploadFrom(ctx context.Context, name string, r io.Reader, size int64) (string, error)
 	Create(ctx context.Context, p batchapi.CreateParams) (batchapi.Batch, error)
 	FindByKey(ctx context.Context, key string, since time.Time) (*batchapi.Batch, error)
 	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
@@ -202,8 +204,17 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 		s.settle(m, s.reject(ctx, m, key, ce), key)
 		return
 	}
-	job, err := s.accept(ctx, &req)
 	var v verdict
+	var job *jobstore.Job
+	sum, err := s.checkIntake(ctx, &req)
+	var ce *contract.Error
+	switch {
+	case errors.As(err, &ce):
+		s.settle(m, s.reject(ctx, m, key, ce), key)
+		return
+	case err == nil:
+		job, err = s.accept(ctx, &req, sum)
+	}
 	if err == nil {
 		v, err = s.submitJob(ctx, req.IdempotencyKey, req.IdempotencyKey, &req, job)
 	}
@@ -276,16 +287,54 @@ func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce 
 	return done
 }
 
+// checkIntake validates a request's input_object line by line, streaming
+// it from the batch_intake bucket, unless the key is known already (then
+// its record answers, and the object may be gone). A missing object or a
+// bad line is a *contract.Error (input_not_found, invalid_input,
+// duplicate_custom_id); any other error is the store's, to retry.
+func (s *Submitter) checkIntake(ctx context.Context, req *contract.Request) (contract.InputSummary, error) {
+	if req.InputObject == "" {
+		return contract.InputSummary{}, nil
+	}
+	_, err := s.d.Store.Get(ctx, req.IdempotencyKey)
+	if !errors.Is(err, jobstore.ErrNotFound) {
+		return contract.InputSummary{}, err // known (nil) or unreadable
+	}
+	rc, _, err := s.d.Store.OpenObject(ctx, jobstore.BucketIntake, req.InputObject)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return contract.InputSummary{}, contract.Errorf(contract.CodeInputNotFound,
+			"input_object %q is not in the %s object store bucket", req.InputObject, jobstore.BucketIntake)
+	}
+	if err != nil {
+		return contract.InputSummary{}, err
+	}
+	defer rc.Close()
+	sum, err := contract.CheckInput(rc, req.Endpoint)
+	if err != nil {
+		var ce *contract.Error
+		if errors.As(err, &ce) {
+			ce.Message = fmt.Sprintf("input_object %q: %s", req.InputObject, ce.Message)
+		}
+		return sum, err
+	}
+	return sum, nil
+}
+
 // accept records a new job for a valid request; a key already known is
-// answered from its record by submit.
-func (s *Submitter) accept(ctx context.Context, req *contract.Request) (*jobstore.Job, error) {
+// answered from its record by submit. sum describes a checked
+// input_object.
+func (s *Submitter) accept(ctx context.Context, req *contract.Request, sum contract.InputSummary) (*jobstore.Job, error) {
+	first := jobstore.Attempt{
+		N: 0, Key: req.IdempotencyKey, State: jobstore.AttemptPending,
+		Count: len(req.Requests), InputFileID: req.InputFileID,
+	}
+	if req.InputObject != "" {
+		first.Count, first.InputObject, first.InputBucket = sum.Lines, req.InputObject, jobstore.BucketIntake
+		first.Model, first.EstTokens = sum.Model, (sum.BodyBytes+3)/4
+	}
 	j := &jobstore.Job{
 		Key: req.IdempotencyKey, Endpoint: req.Endpoint, CompletionWindow: req.CompletionWindow,
-		Metadata: req.Metadata, Total: len(req.Requests),
-		Attempts: []jobstore.Attempt{{
-			N: 0, Key: req.IdempotencyKey, State: jobstore.AttemptPending,
-			Count: len(req.Requests), InputFileID: req.InputFileID,
-		}},
+		Metadata: req.Metadata, Total: first.Count, Attempts: []jobstore.Attempt{first},
 	}
 	if j.Metadata == nil {
 		j.Metadata = map[string]string{}
