@@ -21,6 +21,16 @@
 //     found after the first call's deadline (VENDOR_CALL_TIMEOUT) has
 //     passed, so a call still in flight cannot land after the search.
 //
+// Inputs of any size the vendor takes: a request may name an input_object
+// in the batch_intake object store instead of carrying its requests
+// (contract v1.1, "Large inputs"). The submitter checks it line by line as
+// a stream (contract.CheckInput: JSON, custom_id unique, method POST, url
+// the job's endpoint, one model, at most 50,000 lines and 200 MiB) before
+// recording the job; a missing object or a bad line fails the job like an
+// invalid message (input_not_found, invalid_input naming the line), with
+// a dead-letter entry. Uploads stream from the object store to the vendor
+// (batchapi.Client.UploadFrom), never holding the file in memory.
+//
 // openai-go's own retries are off: a silent second Batches.New is exactly
 // the double billing this package exists to prevent.
 package submit
