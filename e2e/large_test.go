@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -161,11 +162,15 @@ func TestLargeInputs(t *testing.T) {
 	}
 	require.Equal(t, map[string]int{contract.CodeInvalidInput: 2, contract.CodeInputNotFound: 1}, codes)
 
-	// The fleet deletes the intake object of a finished job.
+	// The fleet deletes the intake object of a finished job, failed ones too.
 	store, err := jobstore.Open(ctx, f.JS, jobstore.Settings{})
 	require.NoError(t, err)
-	_, _, err = store.OpenObject(ctx, jobstore.BucketIntake, "big-20k")
-	require.ErrorIs(t, err, jobstore.ErrNotFound)
+	for _, name := range []string{"big-20k", "too-long", "bad-url"} {
+		fleettest.WaitFor(t, 10*time.Second, func() bool {
+			_, _, err := store.OpenObject(ctx, jobstore.BucketIntake, name)
+			return errors.Is(err, jobstore.ErrNotFound)
+		}, "intake object "+name+" deleted")
+	}
 	require.NoError(t, stream.Ensure(ctx, f.JS, stream.Settings{}, stream.Requests))
 	require.Equal(t, 1, f.batchesPerKey()["big-20k"])
 }

@@ -203,18 +203,12 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	if a.InputFileID == "" && s.d.Admitter == nil {
 		fn, err := s.uploadDeferred(ctx, job, key, req)
 		if err != nil {
-			if _, ok := batchapi.AsError(err); ok {
-				return s.vendorError(ctx, job, key, err, log)
-			}
-			return verdict{}, err
+			return s.uploadError(ctx, job, key, err, log)
 		}
 		pending = fn
 	} else if a.InputFileID == "" {
 		if err := s.upload(ctx, job, key, req, lk); err != nil {
-			if _, ok := batchapi.AsError(err); ok {
-				return s.vendorError(ctx, job, key, err, log)
-			}
-			return verdict{}, err
+			return s.uploadError(ctx, job, key, err, log)
 		}
 		a = job.Attempt(key)
 	}
@@ -317,6 +311,22 @@ func (s *Submitter) uploadDeferred(ctx context.Context, job *jobstore.Job, key s
 			a.InputObject = key
 		}
 	}, nil
+}
+
+// uploadError settles a failed upload: a vendor error by its kind; a
+// stored input that is gone (a producer deleted its input_object after
+// publishing) ends the attempt, since no later try can succeed; anything
+// else (NATS) is retried.
+func (s *Submitter) uploadError(ctx context.Context, job *jobstore.Job, key string, err error, log zerolog.Logger) (verdict, error) {
+	if _, ok := batchapi.AsError(err); ok {
+		return s.vendorError(ctx, job, key, err, log)
+	}
+	if a := job.Attempt(key); errors.Is(err, jobstore.ErrNotFound) && a.InputObject != "" {
+		ce := contract.Errorf(contract.CodeInputNotFound, "input %s/%q is gone: %v", a.Bucket(), a.InputObject, err)
+		v, _, err := s.abandon(ctx, job.Key, key, ce, log)
+		return v, err
+	}
+	return verdict{}, err
 }
 
 // upload stores the attempt's input (for retries), uploads it to the

@@ -210,7 +210,14 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 	var ce *contract.Error
 	switch {
 	case errors.As(err, &ce):
-		s.settle(m, s.reject(ctx, m, key, ce), key)
+		v := s.reject(ctx, m, key, ce)
+		if v.ack && ce.Code != contract.CodeInputNotFound {
+			// The job is final: its input goes, as a finished job's does.
+			if derr := s.d.Store.DeleteObject(ctx, jobstore.BucketIntake, req.InputObject); derr != nil {
+				s.log.Warn().Err(derr).Str("object", req.InputObject).Msg("delete rejected input_object")
+			}
+		}
+		s.settle(m, v, key)
 		return
 	case err == nil:
 		job, err = s.accept(ctx, &req, sum)
