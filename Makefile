@@ -6,8 +6,8 @@ run: ## Run the whole fleet on embedded defaults (NATS, Redis, vendor emulator)
 test: ## Format check, vet, and all tests with -race (installs redis-server if missing)
 	./scripts/test.sh
 
-bench: ## Benchmarks that print throughput and latency figures
-	go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+bench: ## Benchmarks that print throughput, latency and memory figures (bench/, bench/poll/, bench/large/), one package at a time
+	go test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 90m ./bench/...
 
 help: ## List targets
 	@awk -F':.*## ' '/^[a-z]+:.*## /{printf "%-8s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
