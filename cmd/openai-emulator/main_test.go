@@ -66,7 +66,8 @@ func (b *syncBuffer) String() string {
 }
 
 func TestRunServesUntilContextEnds(t *testing.T) {
-	env := map[string]string{"EMULATOR_ADDR": "127.0.0.1:0", "EMULATOR_API_KEY": "sk-secret-key", "EMULATOR_VALIDATING_FOR": "10ms"}
+	env := map[string]string{"EMULATOR_ADDR": "127.0.0.1:0", "EMULATOR_API_KEY": "sk-secret-key", "EMULATOR_VALIDATING_FOR": "10ms",
+		"EMULATOR_REPLY_BYTES": "2048"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
@@ -85,6 +86,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "no listening line in %q", out.String())
 	require.Regexp(t, baseURLPattern, baseURL)
 	require.NotContains(t, out.String(), "sk-secret-key", "the API key must not be logged")
+	require.Contains(t, out.String(), `"reply_bytes":2048`, "the config line shows the environment")
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -112,6 +114,7 @@ func TestRunRejectsBadEnv(t *testing.T) {
 		{"EMULATOR_LATENCY": "fast"},
 		{"EMULATOR_ADDR": "256.0.0.1:x"},
 		{"LOG_LEVEL": "loud"},
+		{"EMULATOR_REPLY_BYTES": "-1"},
 	} {
 		err := run(context.Background(), func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
 		require.Error(t, err, "%v", env)

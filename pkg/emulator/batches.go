@@ -136,14 +136,14 @@ func (e *Emulator) handleCreateBatch(c *call) {
 			"The input file %s must be uploaded with purpose 'batch', not '%s'.", f.ID, f.Purpose))
 		return
 	}
-	in := parseInput(f.data, *req.Endpoint) // outside the lock: up to 50k lines
+	in := parseInput(&f.data, *req.Endpoint) // outside the lock: up to 50k lines
 
 	e.mu.Lock()
 	now := e.clock.Now()
 	e.runDueLocked(now)
 	b := &batch{
 		id: newBatchID(), endpoint: *req.Endpoint, inputFileID: f.ID, window: *req.CompletionWindow,
-		metadata: md, created: now, in: in, seq: len(e.batches),
+		metadata: md, created: now, in: in, data: f.data, seq: len(e.batches),
 	}
 	if req.OutputExpiresAfter != nil {
 		b.outputExpiresAfter = req.OutputExpiresAfter.Seconds
@@ -158,7 +158,7 @@ func (e *Emulator) handleCreateBatch(c *call) {
 			b.countsTokens = true
 		}
 	}
-	b.plan(e.cfg)
+	b.plan(e.cfg, e.rnd)
 	e.batches = append(e.batches, b)
 	e.byID[b.id] = b
 	e.created++

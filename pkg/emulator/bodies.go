@@ -2,8 +2,10 @@ package emulator
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"hash/fnv"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -12,22 +14,35 @@ type usage struct {
 	input, output int64
 }
 
-// replyText is the deterministic answer of every generating endpoint.
-func replyText(customID string) string {
-	return "This is the emulator's reply to request " + customID + "."
+// replyText is the deterministic answer of every generating endpoint,
+// padded to at least size bytes (Config.ReplyBytes) with a fixed filler.
+func replyText(customID string, size int) string {
+	text := "This is the emulator's reply to request " + customID + "."
+	if len(text) >= size {
+		return text
+	}
+	var b strings.Builder
+	b.Grow(size)
+	b.WriteString(text)
+	for b.Len() < size {
+		b.WriteString(replyFiller[:min(len(replyFiller), size-b.Len())])
+	}
+	return b.String()
 }
 
-// responseBody builds the endpoint's success body for a request, shaped like
-// OpenAI's so it decodes with openai-go's types.
-func responseBody(endpoint string, r *inputRequest, at time.Time) (any, usage) {
-	model, _ := r.body["model"].(string)
-	text := replyText(r.customID)
+const replyFiller = " The quick brown fox jumps over the lazy dog."
+
+// responseBody builds the endpoint's success body for a request of b,
+// shaped like OpenAI's so it decodes with openai-go's types.
+func (e *Emulator) responseBody(b *batch, r *inputRequest, at time.Time) (any, usage) {
+	model := b.in.model
+	text := replyText(r.customID, e.cfg.ReplyBytes)
 	out := estimateTokens(len(text))
 	in := r.promptTokens
 	created := at.Unix()
-	switch endpoint {
+	switch b.endpoint {
 	case "/v1/chat/completions":
-		n := intParam(r.body, "n", 1, 8)
+		n := r.n
 		choices := make([]map[string]any, n)
 		for i := range choices {
 			choices[i] = map[string]any{
@@ -63,11 +78,9 @@ func responseBody(endpoint string, r *inputRequest, at time.Time) (any, usage) {
 			"system_fingerprint": "fp_emulator",
 		}, usage{in, out}
 	case "/v1/embeddings":
-		inputs := embeddingInputs(r.body["input"])
-		dims := intParam(r.body, "dimensions", 8, 4096)
-		data := make([]map[string]any, inputs)
+		data := make([]map[string]any, r.inputs)
 		for i := range data {
-			data[i] = map[string]any{"object": "embedding", "index": i, "embedding": vector(r.customID, i, dims)}
+			data[i] = map[string]any{"object": "embedding", "index": i, "embedding": vector(r.customID, i, r.dimensions)}
 		}
 		return map[string]any{
 			"object": "list",
@@ -76,8 +89,7 @@ func responseBody(endpoint string, r *inputRequest, at time.Time) (any, usage) {
 			"usage":  map[string]any{"prompt_tokens": in, "total_tokens": in},
 		}, usage{in, 0}
 	case "/v1/moderations":
-		inputs := embeddingInputs(r.body["input"])
-		results := make([]map[string]any, inputs)
+		results := make([]map[string]any, r.inputs)
 		for i := range results {
 			cats, scores := map[string]bool{}, map[string]float64{}
 			for _, c := range moderationCategories {
@@ -96,8 +108,8 @@ func responseBody(endpoint string, r *inputRequest, at time.Time) (any, usage) {
 			"background":           false,
 			"error":                nil,
 			"incomplete_details":   nil,
-			"instructions":         r.body["instructions"],
-			"max_output_tokens":    r.body["max_output_tokens"],
+			"instructions":         b.value(r.instructions),
+			"max_output_tokens":    b.value(r.maxOutputTokens),
 			"model":                model,
 			"parallel_tool_calls":  true,
 			"previous_response_id": nil,
@@ -151,28 +163,6 @@ func completionUsage(in, out int64) map[string]any {
 	}
 }
 
-// intParam reads a positive integer body parameter, clamped to [1,hi].
-func intParam(body map[string]any, key string, def, hi int) int {
-	f, ok := body[key].(float64)
-	if !ok || f < 1 {
-		return def
-	}
-	return min(int(f), hi)
-}
-
-// embeddingInputs counts the inputs of an embeddings or moderations
-// request: a string or a token array is one, an array of those is many.
-func embeddingInputs(v any) int {
-	arr, ok := v.([]any)
-	if !ok || len(arr) == 0 {
-		return 1
-	}
-	if _, isNum := arr[0].(float64); isNum {
-		return 1
-	}
-	return len(arr)
-}
-
 // vector is a deterministic unit vector derived from the request.
 func vector(customID string, index, dims int) []float64 {
 	v := make([]float64, dims)
@@ -207,4 +197,14 @@ func errorBody(status int) *apiError {
 	default:
 		return errServer(status)
 	}
+}
+
+// value decodes the JSON value at v in b's input file; nil when absent.
+func (b *batch) value(v span) any {
+	if !v.ok() {
+		return nil
+	}
+	var x any
+	_ = json.Unmarshal(b.data.slice(v), &x)
+	return x
 }

@@ -110,6 +110,12 @@ type Config struct {
 	CallLogSize int
 	// MaxFileBytes bounds uploads. Defaults to 200 MiB (OpenAI's limit).
 	MaxFileBytes int64
+	// ReplyBytes pads every generated reply text (chat completions
+	// content, completions text, responses output text) to at least this
+	// many bytes, deterministically, so a benchmark can produce output
+	// files of realistic size: 1250 makes 50,000 chat requests a ~100 MB
+	// output file (EMULATOR_REPLY_BYTES). 0 keeps the short reply.
+	ReplyBytes int
 
 	// Faults is the fault injection in force at start; change it at run
 	// time with [Emulator.SetFaults] or PUT /_emulator/faults.
@@ -128,6 +134,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		Str("webhook_url", c.WebhookURL).
 		Bool("webhook_secret_set", c.WebhookSecret != "").
 		Int64("seed", c.Seed).
+		Int("reply_bytes", c.ReplyBytes).
 		Dur("latency", c.Latency).
 		Float64("rate_limit_rate", c.RateLimitRate).
 		Float64("server_error_rate", c.ServerErrorRate).
@@ -179,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.EnqueuedTokenLimit < 0 {
 		return errors.New("EMULATOR_ENQUEUED_TOKEN_LIMIT must not be negative")
+	}
+	if c.ReplyBytes < 0 {
+		return fmt.Errorf("EMULATOR_REPLY_BYTES must not be negative, got %d", c.ReplyBytes)
 	}
 	if c.WebhookURL != "" {
 		if !strings.HasPrefix(c.WebhookURL, "http://") && !strings.HasPrefix(c.WebhookURL, "https://") {

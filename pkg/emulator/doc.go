@@ -49,8 +49,9 @@
 //   - in_progress for InProgressFor, requests completing evenly spread over
 //     it, so request_counts rise when polled;
 //   - finalizing for FinalizingFor, then completed with output_file_id (if
-//     any request succeeded) and error_file_id (if any failed). Output
-//     lines are in random order, as OpenAI does not guarantee order.
+//     any request succeeded) and error_file_id (if any failed). Requests
+//     execute in a random order and their lines are written as they do, so
+//     output lines are in random order, as OpenAI does not guarantee order.
 //
 // A batch not finalizing ExpireAfter after creation expires: what executed
 // is in its output and error files, every other request is an error line
@@ -58,6 +59,19 @@
 // a validating or in_progress batch makes it cancelling, then cancelled
 // after CancelDelay, with the requests executed until the cancel in its
 // files; requests never executed have no line.
+//
+// # Large files
+//
+// The emulator holds each file once. An upload is read straight into one
+// buffer sized from the request's Content-Length (a chunked upload into
+// blocks that each end at a line end), up to MaxFileBytes (200 MiB, 413
+// file_too_large beyond). Creating a batch walks its input in place, line
+// by line, and keeps per request only its custom_id, token estimate and
+// the few body parameters its reply needs, so a 200 MB, 50,000-line batch
+// costs about its files: output and error lines are appended to their
+// file as requests execute. ReplyBytes (EMULATOR_REPLY_BYTES) pads every
+// reply text to a given size, so a benchmark can make output files as
+// large as real ones: 1250 makes 50,000 chat requests ~100 MB of output.
 //
 // # Choosing outcomes
 //
@@ -104,7 +118,7 @@
 //
 // Image and video endpoints are rejected; files never expire by themselves
 // (expires_at is reported only); token counts are estimates (~4 characters
-// a token); the reply text is fixed per custom_id. Where OpenAI's exact
+// a token); the reply text is fixed per custom_id (padded to ReplyBytes). Where OpenAI's exact
 // answer is undocumented the emulator chooses: cancelling a batch that is
 // finalizing or terminal is a 400 invalid_request_error, unknown IDs are
 // 404 with code file_not_found or batch_not_found, an unknown list cursor

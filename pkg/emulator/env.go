@@ -64,6 +64,11 @@ func LoadEnv(lookup func(string) (string, bool)) (addr string, cfg Config, err e
 			}
 		}
 	}
+	if v := get("EMULATOR_REPLY_BYTES"); v != "" {
+		if cfg.ReplyBytes, err = strconv.Atoi(v); err != nil {
+			return "", Config{}, fmt.Errorf("EMULATOR_REPLY_BYTES: %w", err)
+		}
+	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return "", Config{}, err

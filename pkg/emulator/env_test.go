@@ -18,7 +18,7 @@ func TestLoadEnv(t *testing.T) {
 		"EMULATOR_EXPIRE_AFTER": "4s", "EMULATOR_LATENCY": "5ms", "EMULATOR_FAILURE_RATE": "0.1",
 		"EMULATOR_DROP_AFTER_CREATE_RATE": "0.2", "EMULATOR_429_RATE": "0.3", "EMULATOR_5XX_RATE": "0.4",
 		"EMULATOR_WEBHOOK_URL": "http://127.0.0.1:9/hook", "EMULATOR_WEBHOOK_SECRET": secret,
-		"EMULATOR_ENQUEUED_TOKEN_LIMIT": "1000", "EMULATOR_SEED": "42",
+		"EMULATOR_ENQUEUED_TOKEN_LIMIT": "1000", "EMULATOR_SEED": "42", "EMULATOR_REPLY_BYTES": "2048",
 	}
 	lookup := func(env map[string]string) func(string) (string, bool) {
 		return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
@@ -34,11 +34,13 @@ func TestLoadEnv(t *testing.T) {
 	require.Equal(t, secret, cfg.WebhookSecret)
 	require.EqualValues(t, 1000, cfg.EnqueuedTokenLimit)
 	require.EqualValues(t, 42, cfg.Seed)
+	require.Equal(t, 2048, cfg.ReplyBytes)
 
 	addr, cfg, err = emulator.LoadEnv(lookup(nil))
 	require.NoError(t, err)
 	require.Equal(t, emulator.DefaultAddr, addr)
 	require.Equal(t, 24*time.Hour, cfg.ExpireAfter)
+	require.Zero(t, cfg.ReplyBytes)
 
 	for _, tc := range []struct{ key, value, want string }{
 		{"EMULATOR_LATENCY", "soon", "EMULATOR_LATENCY"},
@@ -49,6 +51,8 @@ func TestLoadEnv(t *testing.T) {
 		{"EMULATOR_WEBHOOK_URL", "ftp://x", "EMULATOR_WEBHOOK_URL"},
 		{"EMULATOR_WEBHOOK_SECRET", "whsec_short", "EMULATOR_WEBHOOK_SECRET"},
 		{"EMULATOR_VALIDATING_FOR", "-1s", "EMULATOR_VALIDATING_FOR"},
+		{"EMULATOR_REPLY_BYTES", "1k", "EMULATOR_REPLY_BYTES"},
+		{"EMULATOR_REPLY_BYTES", "-1", "EMULATOR_REPLY_BYTES must not be negative"},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
 			_, _, err := emulator.LoadEnv(lookup(map[string]string{tc.key: tc.value}))

@@ -28,11 +28,11 @@ type file struct {
 	Purpose       string  `json:"purpose"`
 	Status        string  `json:"status"`
 	StatusDetails *string `json:"status_details"`
-	data          []byte
+	data          content
 }
 
 type uploadForm struct {
-	data              []byte
+	data              content
 	filename, purpose string
 	anchor, seconds   string
 	hasFile           bool
@@ -52,7 +52,13 @@ func (e *Emulator) readUpload(r *http.Request) (uploadForm, *apiError) {
 		if err != nil {
 			return u, invalid("", "invalid_request", "Malformed multipart body: %v", err)
 		}
-		value, aerr := e.readPart(part)
+		// The request's Content-Length bounds the file part: reading it
+		// into a buffer of that size never grows nor copies it.
+		sizeHint := int64(-1)
+		if part.FormName() == "file" {
+			sizeHint = r.ContentLength
+		}
+		value, aerr := e.readPart(part, sizeHint)
 		if aerr != nil {
 			return u, aerr
 		}
@@ -60,24 +66,26 @@ func (e *Emulator) readUpload(r *http.Request) (uploadForm, *apiError) {
 		case "file":
 			u.data, u.filename, u.hasFile = value, part.FileName(), true
 		case "purpose":
-			u.purpose = string(value)
+			u.purpose = string(value.bytes())
 		case "expires_after[anchor]":
-			u.anchor = string(value)
+			u.anchor = string(value.bytes())
 		case "expires_after[seconds]":
-			u.seconds = string(value)
+			u.seconds = string(value.bytes())
 		}
 	}
 	return u, nil
 }
 
-func (e *Emulator) readPart(part *multipart.Part) ([]byte, *apiError) {
+// readPart reads a part of at most MaxFileBytes; sizeHint is the most it
+// can hold when known, -1 otherwise (see readContent).
+func (e *Emulator) readPart(part *multipart.Part, sizeHint int64) (content, *apiError) {
 	defer func() { _ = part.Close() }()
-	b, err := io.ReadAll(io.LimitReader(part, e.cfg.MaxFileBytes+1))
+	b, tooLarge, err := readContent(part, sizeHint, e.cfg.MaxFileBytes)
 	if err != nil {
-		return nil, invalid("", "invalid_request", "Read multipart body: %v", err)
+		return content{}, invalid("", "invalid_request", "Read multipart body: %v", err)
 	}
-	if int64(len(b)) > e.cfg.MaxFileBytes {
-		return nil, newAPIError(http.StatusRequestEntityTooLarge, typeInvalidRequest, "file", "file_too_large",
+	if tooLarge {
+		return content{}, newAPIError(http.StatusRequestEntityTooLarge, typeInvalidRequest, "file", "file_too_large",
 			"File is larger than the maximum of %d bytes.", e.cfg.MaxFileBytes)
 	}
 	return b, nil
@@ -106,7 +114,7 @@ func (e *Emulator) handleUpload(c *call) {
 	}
 	now := e.clock.Now()
 	f := &file{
-		ID: newFileID(), Object: "file", Bytes: int64(len(u.data)), CreatedAt: now.Unix(),
+		ID: newFileID(), Object: "file", Bytes: u.data.size, CreatedAt: now.Unix(),
 		Filename: u.filename, Purpose: u.purpose, Status: "processed", data: u.data,
 	}
 	if u.seconds != "" || u.anchor != "" {
@@ -156,9 +164,9 @@ func (e *Emulator) handleFileContent(c *call) {
 	}
 	c.status = http.StatusOK
 	c.w.Header().Set("Content-Type", "application/octet-stream")
-	c.w.Header().Set("Content-Length", strconv.Itoa(len(f.data)))
+	c.w.Header().Set("Content-Length", strconv.FormatInt(f.data.size, 10))
 	c.w.WriteHeader(http.StatusOK)
-	_, _ = c.w.Write(f.data)
+	_ = f.data.writeTo(c.w)
 }
 
 func (e *Emulator) handleDeleteFile(c *call) {

@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"strings"
 	"time"
 )
@@ -33,6 +35,7 @@ type batch struct {
 	created, expiresAt                time.Time
 
 	in           input
+	data         content // the input file, which in.reqs' spans point into
 	total        int
 	countsTokens bool // in.tokens is part of the model's enqueued tokens
 
@@ -47,19 +50,25 @@ type batch struct {
 
 	completed, failed int64
 	usage             usage
-	okLines, errLines [][]byte
+	okLines, errLines content // output and error file, in execution order
 
 	final                     bool
 	outputFileID, errorFileID string
 }
 
-// plan fixes the batch's timeline from its creation time and input.
-func (b *batch) plan(cfg Config) {
+// plan fixes the batch's timeline from its creation time and input, and
+// the order its requests execute in: a random one, since output lines are
+// written as requests execute and OpenAI does not guarantee their order.
+func (b *batch) plan(cfg Config, rnd *rand.Rand) {
 	b.validatedAt = b.created.Add(cfg.ValidatingFor)
 	b.expiresAt = b.created.Add(cfg.ExpireAfter)
 	b.runs = cfg.InProgressFor
 	b.total = len(b.in.reqs)
-	for _, r := range b.in.reqs {
+	reqs := b.in.reqs
+	rnd.Shuffle(len(reqs), func(i, j int) { reqs[i], reqs[j] = reqs[j], reqs[i] })
+	b.sched = make([]*inputRequest, 0, len(reqs))
+	for i := range reqs {
+		r := &reqs[i]
 		if strings.Contains(r.customID, TriggerNeverFinish) || b.in.model == ModelExpireMe {
 			b.stuck = true
 			continue
@@ -218,22 +227,30 @@ func (e *Emulator) outcomeLocked(customID string) int {
 	return 200
 }
 
+// executeLocked runs r and appends its line to b's output or error file.
 func (e *Emulator) executeLocked(b *batch, r *inputRequest, at time.Time) {
 	status := e.outcomeLocked(r.customID)
-	line := outputLine{ID: newBatchReqID(), CustomID: r.customID}
 	resp := &outputResponse{StatusCode: status, RequestID: randID(16)}
-	line.Response = resp
+	line := outputLine{ID: newBatchReqID(), CustomID: r.customID, Response: resp}
 	if status == 200 {
-		body, u := responseBody(b.endpoint, r, at)
+		body, u := e.responseBody(b, r, at)
 		resp.Body = body
 		b.completed++
 		b.usage.input += u.input
 		b.usage.output += u.output
-		b.okLines = append(b.okLines, mustJSON(line))
+		writeLine(&b.okLines, line)
 	} else {
 		resp.Body = errorBody(status).body()
 		b.failed++
-		b.errLines = append(b.errLines, mustJSON(line))
+		writeLine(&b.errLines, line)
+	}
+	r.executed = true
+}
+
+// writeLine appends v to w as one line of JSON.
+func writeLine(w io.Writer, v any) {
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		panic(fmt.Sprintf("emulator: marshal %T: %v", v, err))
 	}
 }
 
@@ -247,32 +264,28 @@ func mustJSON(v any) []byte {
 
 const expiredMessage = "This request could not be executed before the completion window of 24h expired."
 
-// finishLocked turns b terminal: writes its output and error files, frees
+// finishLocked turns b terminal: stores its output and error files, frees
 // its share of the active count and enqueued tokens, and queues its webhook.
 func (e *Emulator) finishLocked(b *batch) {
 	b.final = true
 	status := b.statusAt(b.terminalAt)
 	if status == StatusExpired && b.valid() {
-		executed := make(map[*inputRequest]bool, b.next)
-		for _, r := range b.sched[:b.next] {
-			executed[r] = true
-		}
-		for _, r := range b.in.reqs {
-			if !executed[r] {
-				b.errLines = append(b.errLines, mustJSON(outputLine{ID: newBatchReqID(), CustomID: r.customID,
-					Error: &lineError{Code: "batch_expired", Message: expiredMessage}}))
+		for i := range b.in.reqs { // in execution order, which is random
+			if r := &b.in.reqs[i]; !r.executed {
+				writeLine(&b.errLines, outputLine{ID: newBatchReqID(), CustomID: r.customID,
+					Error: &lineError{Code: "batch_expired", Message: expiredMessage}})
 			}
 		}
 	}
 	if status != StatusFailed {
-		if len(b.okLines) > 0 {
+		if b.okLines.size > 0 {
 			b.outputFileID = e.storeOutputLocked(b, "output", b.okLines)
 		}
-		if len(b.errLines) > 0 {
+		if b.errLines.size > 0 {
 			b.errorFileID = e.storeOutputLocked(b, "error", b.errLines)
 		}
 	}
-	b.okLines, b.errLines, b.sched = nil, nil, nil
+	b.okLines, b.errLines, b.data, b.sched = content{}, content{}, content{}, nil
 	b.in.reqs = nil
 	e.active--
 	if b.countsTokens {
@@ -287,24 +300,16 @@ func (e *Emulator) finishLocked(b *batch) {
 	}
 }
 
-// storeOutputLocked writes lines in random order (OpenAI does not
-// guarantee output order) as a batch_output file.
-func (e *Emulator) storeOutputLocked(b *batch, kind string, lines [][]byte) string {
-	e.rnd.Shuffle(len(lines), func(i, j int) { lines[i], lines[j] = lines[j], lines[i] })
-	size := 0
-	for _, l := range lines {
-		size += len(l) + 1
-	}
-	data := make([]byte, 0, size)
-	for _, l := range lines {
-		data = append(append(data, l...), '\n')
-	}
+// storeOutputLocked stores data, b's lines as they were written, as a
+// batch_output file without copying it.
+func (e *Emulator) storeOutputLocked(b *batch, kind string, data content) string {
+	data.trim()
 	expireSecs := b.outputExpiresAfter
 	if expireSecs == 0 {
 		expireSecs = defaultBatchFileTTL
 	}
 	f := &file{
-		ID: newFileID(), Object: "file", Bytes: int64(len(data)), CreatedAt: b.terminalAt.Unix(),
+		ID: newFileID(), Object: "file", Bytes: data.size, CreatedAt: b.terminalAt.Unix(),
 		Filename: b.id + "_" + kind + ".jsonl", Purpose: "batch_output", Status: "processed",
 		ExpiresAt: ptr(b.terminalAt.Unix() + expireSecs), data: data,
 	}

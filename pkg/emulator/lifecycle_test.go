@@ -54,7 +54,7 @@ func timeline(t testing.TB) (*Emulator, *fakeClock) {
 
 func addFile(e *Emulator, lines ...string) string {
 	data := strings.Join(lines, "\n")
-	f := &file{ID: newFileID(), Object: "file", Bytes: int64(len(data)), Filename: "in.jsonl", Purpose: "batch", Status: "processed", data: []byte(data)}
+	f := &file{ID: newFileID(), Object: "file", Bytes: int64(len(data)), Filename: "in.jsonl", Purpose: "batch", Status: "processed", data: contentOf([]byte(data))}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.files[f.ID] = f
@@ -228,7 +228,7 @@ func TestExpiryTimeline(t *testing.T) {
 	require.NotNil(t, b.ErrorFileID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	require.Equal(t, 5, strings.Count(string(e.files[*b.ErrorFileID].data), "batch_expired"))
+	require.Equal(t, 5, strings.Count(string(e.files[*b.ErrorFileID].data.bytes()), "batch_expired"))
 }
 
 // TestHundredThousandBatches checks the lazy design scales: creating,
