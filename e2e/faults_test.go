@@ -115,7 +115,10 @@ func TestNoDoubleBillingRacingSubmitters(t *testing.T) {
 // ends with one batch; a job the vendor never accepts ends failed with the
 // vendor's error after its retry budget, not in a hot loop.
 func TestVendorPressure(t *testing.T) {
-	f := startFleet(t, fleetOpts{WorkerEnv: []string{"SUBMIT_MAX_TRIES=3"}})
+	// A 5xx on create leaves its outcome unknown: the fleet waits out the
+	// call's deadline plus SUBMIT_CREATE_MARGIN, then searches, before it
+	// creates again; both are shortened here.
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"SUBMIT_MAX_TRIES=3", "VENDOR_CALL_TIMEOUT=2s", "SUBMIT_CREATE_MARGIN=500ms"}})
 	f.setFaults(emulator.Faults{RetryAfter: 200 * time.Millisecond, Ops: map[string]emulator.OpFaults{
 		emulator.OpUpload: {RateLimitRate: 0.3, ServerErrorRate: 0.1},
 		emulator.OpCreate: {RateLimitRate: 0.3, ServerErrorRate: 0.2},

@@ -63,6 +63,9 @@ type Submit struct {
 	LockTTL time.Duration
 	// MaxTries is SUBMIT_MAX_TRIES: failed submission tries (429, 5xx) before a job ends failed. Defaults to 8.
 	MaxTries int
+	// CreateMargin is SUBMIT_CREATE_MARGIN: added to a create's deadline
+	// before a create whose outcome is unknown is made again. Defaults to 2m.
+	CreateMargin time.Duration
 	// Rate is SUBMIT_RATE: the fleet-wide vendor batch create rate, e.g. "2000/h" (the default; "0" = none).
 	Rate string
 }
@@ -145,10 +148,11 @@ func Load(env Lookup) (Config, error) {
 		VendorCallTimeout:     p.dur("VENDOR_CALL_TIMEOUT", 30*time.Second),
 		VendorTransferTimeout: p.dur("VENDOR_TRANSFER_TIMEOUT", 10*time.Minute),
 		Submit: Submit{
-			Concurrency: p.int("SUBMIT_CONCURRENCY", 8),
-			LockTTL:     p.dur("SUBMIT_LOCK_TTL", 30*time.Second),
-			MaxTries:    p.int("SUBMIT_MAX_TRIES", 8),
-			Rate:        p.str("SUBMIT_RATE", "2000/h"),
+			Concurrency:  p.int("SUBMIT_CONCURRENCY", 8),
+			LockTTL:      p.dur("SUBMIT_LOCK_TTL", 30*time.Second),
+			MaxTries:     p.int("SUBMIT_MAX_TRIES", 8),
+			CreateMargin: p.dur("SUBMIT_CREATE_MARGIN", 2*time.Minute),
+			Rate:         p.str("SUBMIT_RATE", "2000/h"),
 		},
 		Poll: Poll{
 			InitialInterval: p.dur("POLL_INITIAL_INTERVAL", 5*time.Second),
@@ -205,6 +209,7 @@ func (c Config) Validate() error {
 	check(c.Submit.Concurrency >= 1, "SUBMIT_CONCURRENCY must be at least 1")
 	check(c.Submit.LockTTL >= time.Second, "SUBMIT_LOCK_TTL must be at least 1s")
 	check(c.Submit.MaxTries >= 1, "SUBMIT_MAX_TRIES must be at least 1")
+	check(c.Submit.CreateMargin > 0, "SUBMIT_CREATE_MARGIN must be positive")
 	check(c.Poll.InitialInterval >= 10*time.Millisecond, "POLL_INITIAL_INTERVAL must be at least 10ms")
 	check(c.Poll.InitialInterval <= c.Poll.MaxInterval, "POLL_INITIAL_INTERVAL must not exceed POLL_MAX_INTERVAL")
 	check(c.Poll.Lease >= time.Second, "POLL_LEASE must be at least 1s")

@@ -3,17 +3,20 @@
 // was recorded, which no timing-based kill can hit reliably.
 //
 // Failpoints are armed only by the environment variable BATCHFLEET_FAILPOINTS
-// ("name=action[@n],..."; action "kill" SIGKILLs the process itself on the
-// n-th hit, default the first). In production the variable is unset and
+// ("name=action[@n],..."; on the n-th hit, default the first, action
+// "kill" SIGKILLs the process itself and "sleep<duration>", e.g.
+// "sleep5s", stalls the caller for that long, as a GC or VM pause would). In production the variable is unset and
 // Hit is a map lookup on an empty map.
 package failpoint
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Env is the variable that arms failpoints.
@@ -59,8 +62,16 @@ func Hit(name string) {
 	}
 	due := ok && p.hits == p.at
 	mu.Unlock()
-	if due && p.action == "kill" {
+	if !due {
+		return
+	}
+	if p.action == "kill" {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // never returns
+	}
+	if d, err := time.ParseDuration(strings.TrimPrefix(p.action, "sleep")); err == nil && strings.HasPrefix(p.action, "sleep") {
+		fmt.Fprintf(os.Stderr, "failpoint %s: sleeping %v\n", name, d)
+		time.Sleep(d)
+		fmt.Fprintf(os.Stderr, "failpoint %s: woke up\n", name)
 	}
 }

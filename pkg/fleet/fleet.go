@@ -87,7 +87,7 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	}
 	return submit.New(d, submit.Config{
 		Concurrency: c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
-		MaxTries: c.Submit.MaxTries, StopTimeout: c.StopTimeout, Streams: Streams(c),
+		MaxTries: c.Submit.MaxTries, CreateMargin: c.Submit.CreateMargin, StopTimeout: c.StopTimeout, Streams: Streams(c),
 	})
 }
 

@@ -47,6 +47,10 @@ type Attempt struct {
 	// created nothing. While set and no BatchID is recorded, a batch may
 	// exist at the vendor: it is searched for before any new create.
 	CreateStartedAt time.Time `json:"create_started_at,omitzero"`
+	// CreateDeadline is the create call's deadline, fixed before the mark
+	// is written (the call cannot run past it). Peers wait for it plus a
+	// margin before they search and create again.
+	CreateDeadline time.Time `json:"create_deadline,omitzero"`
 	// SubmitErrors counts failed submission tries (for the retry budget).
 	SubmitErrors int `json:"submit_errors,omitempty"`
 	// NotBefore delays the submission of a retry batch (backoff).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -151,8 +152,12 @@ func (n *Notifier) settle(ctx context.Context, job *jobstore.Job, c collected) (
 		if err != nil {
 			return nil, err
 		}
+		if c.record != nil {
+			failpoint.Hit("notify/after-attempt-final")
+		}
 		switch done.step {
 		case stepRetry, stepRequeue:
+			failpoint.Hit("notify/after-retry-recorded")
 			return rec, n.handOffAttempt(ctx, rec, done.next.Key, true)
 		case stepWait:
 			return rec, n.redrive(ctx, rec)

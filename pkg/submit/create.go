@@ -100,7 +100,15 @@ func (s *Submitter) answerFromRecord(ctx context.Context, job *jobstore.Job, key
 		}
 		log.Info().Str("batch_id", a.BatchID).Msg("key already submitted: no new batch")
 		return done, true, nil
-	case a.State == jobstore.AttemptFinal || a.State == jobstore.AttemptAbandoned:
+	case a.State == jobstore.AttemptAbandoned:
+		// Recorded abandoned, but the slot release and the hand-off after
+		// that write may not have happened: do them again (both are
+		// idempotent; the notifier checks the record).
+		if err := s.handOffAbandoned(ctx, job.Key, key); err != nil {
+			return verdict{}, true, err
+		}
+		return done, true, nil
+	case a.State == jobstore.AttemptFinal:
 		return done, true, nil
 	case job.CancelRequested:
 		return s.abandon(ctx, job.Key, key, contract.Errorf(contract.CodeCancelled, "cancelled before submission"), log)
@@ -146,16 +154,23 @@ func (s *Submitter) abandon(ctx context.Context, jobKey, key string, cause *cont
 	if err != nil {
 		return verdict{}, true, err
 	}
-	if s.d.Admitter != nil {
-		if err := s.d.Admitter.Release(ctx, key); err != nil {
-			return verdict{}, true, err
-		}
-	}
-	if err := s.handOff(ctx, stream.FinalTask{JobKey: jobKey, Key: key}, key+":final"); err != nil {
+	failpoint.Hit("submit/after-abandon-recorded")
+	if err := s.handOffAbandoned(ctx, jobKey, key); err != nil {
 		return verdict{}, true, err
 	}
 	log.Warn().Str("code", cause.Code).Str("error", cause.Message).Msg("attempt abandoned without a vendor batch")
 	return done, true, nil
+}
+
+// handOffAbandoned frees an abandoned attempt's admission slot and hands
+// the job to the notifiers (Nats-Msg-Id "<key>:final").
+func (s *Submitter) handOffAbandoned(ctx context.Context, jobKey, key string) error {
+	if s.d.Admitter != nil {
+		if err := s.d.Admitter.Release(ctx, key); err != nil {
+			return err
+		}
+	}
+	return s.handOff(ctx, stream.FinalTask{JobKey: jobKey, Key: key}, key+":final")
 }
 
 // mutateAttempt applies fn to the attempt under compare-and-set. If the
@@ -178,24 +193,9 @@ func (s *Submitter) mutateAttempt(ctx context.Context, job *jobstore.Job, key st
 // an unknown earlier create, upload the input, create the batch, record it.
 func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key string, req *contract.Request, lk *lock.Lock, log zerolog.Logger) (verdict, error) {
 	a := job.Attempt(key)
-	now := s.d.Now()
 	if !a.CreateStartedAt.IsZero() {
-		found, err := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
-		if err != nil {
-			return s.vendorError(ctx, job, key, err, log)
-		}
-		if found != nil {
-			log.Warn().Str("batch_id", found.ID).Msg("adopted the vendor batch of an earlier attempt whose outcome was unknown")
-			s.d.Metrics.BatchAdopted()
-			return s.recordCreated(ctx, job, key, *found, log)
-		}
-		if settle := a.CreateStartedAt.Add(s.cfg.CallTimeout + time.Second).Sub(now); settle > 0 {
-			// An earlier create may still be in flight: wait out its deadline.
-			log.Info().Dur("wait", settle).Msg("earlier create still within its deadline, waiting before searching again")
-			return later(settle), nil
-		}
-		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.CreateStartedAt = time.Time{} }); err != nil {
-			return verdict{}, err
+		if v, resolved, err := s.resolveCreate(ctx, job, key, log); !resolved || err != nil {
+			return v, err
 		}
 		a = job.Attempt(key)
 	}
@@ -237,14 +237,28 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	if _, err := lk.Check(ctx); err != nil {
 		return verdict{}, err
 	}
+	// The create's deadline is fixed before the mark is written, and the
+	// call cannot run past it: a stall in this compare-and-set cannot
+	// stretch the window a peer must wait out.
+	markAt := s.d.Now().UTC()
+	deadline := markAt.Add(s.cfg.CallTimeout)
 	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
 		if pending != nil {
 			pending(a)
 		}
-		a.CreateStartedAt = s.d.Now().UTC()
+		a.CreateStartedAt, a.CreateDeadline = markAt, deadline
 	}); err != nil {
 		return verdict{}, err
 	}
+	failpoint.Hit("submit/after-create-mark")
+	if !s.d.Now().Before(deadline) {
+		// Stalled past the deadline: make no call; the mark is resolved
+		// by a search once it has settled.
+		log.Warn().Time("deadline", deadline).Msg("create deadline passed before the call: not calling, will search")
+		return later(s.settleAt(job.Attempt(key)).Sub(s.d.Now())), nil
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	a = job.Attempt(key)
 	meta := map[string]string{}
 	for k, v := range job.Metadata {
@@ -254,7 +268,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	if a.N > 0 {
 		meta[contract.MetaRetryOf] = job.Key
 	}
-	b, err := s.d.Vendor.Create(ctx, batchapi.CreateParams{
+	b, err := s.d.Vendor.Create(cctx, batchapi.CreateParams{
 		InputFileID: a.InputFileID, Endpoint: job.Endpoint, CompletionWindow: job.CompletionWindow, Metadata: meta,
 	})
 	if err != nil {
@@ -264,6 +278,63 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	s.d.Metrics.BatchCreated(job.Endpoint)
 	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
+}
+
+// resolveCreate settles a create whose outcome is unknown (a mark, no
+// batch id): it searches the vendor's batches back to the mark and adopts
+// the batch it finds. resolved is true only when a search that succeeded
+// after the create's settle time (its fixed deadline plus CreateMargin)
+// found nothing: the mark is then cleared and the caller may create. A
+// failed search is retried later, never taken as "no batch"; an exhausted
+// attempt is given up only after such a search.
+func (s *Submitter) resolveCreate(ctx context.Context, job *jobstore.Job, key string, log zerolog.Logger) (verdict, bool, error) {
+	a := job.Attempt(key)
+	found, err := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return verdict{}, false, err
+		}
+		wait := s.backoff(min(a.SubmitErrors, 4))
+		if ve, ok := batchapi.AsError(err); ok {
+			wait = max(wait, ve.RetryAfter)
+		}
+		s.d.Metrics.SubmitError("search")
+		log.Warn().Err(err).Dur("wait", wait).Msg("search for a create whose outcome is unknown failed: no new create until a search succeeds")
+		return later(wait), false, nil
+	}
+	if found != nil {
+		log.Warn().Str("batch_id", found.ID).Msg("adopted the vendor batch of an earlier attempt whose outcome was unknown")
+		s.d.Metrics.BatchAdopted()
+		v, err := s.recordCreated(ctx, job, key, *found, log)
+		return v, false, err
+	}
+	if wait := s.settleAt(a).Sub(s.d.Now()); wait > 0 {
+		log.Info().Dur("wait", wait).Msg("an earlier create may still land: waiting out its deadline and margin before searching again")
+		return later(wait), false, nil
+	}
+	if a.SubmitErrors >= s.cfg.MaxTries {
+		// Searched after the settle time: the vendor created nothing.
+		ce := contract.Errorf(contract.CodeSubmitFailed, "create batch failed %d times; no batch was created", a.SubmitErrors)
+		v, _, err := s.abandon(ctx, job.Key, key, ce, log)
+		return v, false, err
+	}
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
+		a.CreateStartedAt, a.CreateDeadline = time.Time{}, time.Time{}
+	}); err != nil {
+		return verdict{}, false, err
+	}
+	return verdict{}, true, nil
+}
+
+// settleAt is when an attempt's unknown create can no longer land: its
+// fixed deadline plus CreateMargin (for the vendor's own delays and clock
+// skew between the fleet's machines).
+func (s *Submitter) settleAt(a *jobstore.Attempt) time.Time {
+	deadline := a.CreateDeadline
+	if deadline.IsZero() {
+		deadline = a.CreateStartedAt.Add(s.cfg.CallTimeout)
+	}
+	return deadline.Add(s.cfg.CreateMargin)
 }
 
 // uploadDeferred uploads like upload but returns the record change instead
@@ -394,23 +465,27 @@ func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key stri
 	}
 	s.d.Metrics.SubmitError(ve.Kind.String())
 	a := job.Attempt(key)
+	tries := a.SubmitErrors + 1
 	if ve.Ambiguous() && !a.CreateStartedAt.IsZero() {
-		// The create may have landed: look for it at once.
+		// The create may have landed: look for it at once. Until a search
+		// past the create's settle time finds nothing, the attempt is
+		// never given up (a batch may exist) and never created again.
 		found, ferr := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
 		if ferr == nil && found != nil {
 			log.Warn().Err(err).Str("batch_id", found.ID).Msg("create answered with an error but the batch exists: adopted")
 			s.d.Metrics.BatchAdopted()
 			return s.recordCreated(ctx, job, key, *found, log)
 		}
+		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.SubmitErrors = tries }); err != nil {
+			return verdict{}, err
+		}
+		wait := max(ve.RetryAfter, s.settleAt(a).Sub(s.d.Now()), s.backoff(min(tries-1, 4)))
+		log.Warn().Err(err).AnErr("search", ferr).Int("tries", tries).Dur("wait", wait).
+			Msg("create outcome unknown: searching the vendor again later before any new create")
+		return later(wait), nil
 	}
-	tries := a.SubmitErrors + 1
 	exhausted := tries >= s.cfg.MaxTries
 	if !ve.Retryable() || exhausted {
-		if ve.Ambiguous() && !a.CreateStartedAt.IsZero() &&
-			s.d.Now().Before(a.CreateStartedAt.Add(s.cfg.CallTimeout+time.Second)) {
-			// Cannot give up while a create may still land; look again later.
-			return later(a.CreateStartedAt.Add(s.cfg.CallTimeout + time.Second).Sub(s.d.Now())), nil
-		}
 		code := contract.CodeVendorRejected
 		if ve.Retryable() {
 			code = contract.CodeSubmitFailed

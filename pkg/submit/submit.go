@@ -18,6 +18,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/backoff"
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -72,6 +73,11 @@ type Config struct {
 	// CallTimeout is the vendor call bound (VENDOR_CALL_TIMEOUT); a create
 	// whose outcome is unknown may land until it has passed. Defaults to 30s.
 	CallTimeout time.Duration
+	// CreateMargin is added to a create's deadline before a create whose
+	// outcome is unknown is searched for a last time and made again
+	// (SUBMIT_CREATE_MARGIN): it covers the vendor finishing a request the
+	// client gave up on, and clock skew between machines. Defaults to 2m.
+	CreateMargin time.Duration
 	// MaxTries bounds failed tries before a job ends failed (SUBMIT_MAX_TRIES). Defaults to 8.
 	MaxTries int
 	// Backoff spaces tries after vendor errors. Defaults to 1s..2m.
@@ -91,6 +97,7 @@ func (c Config) WithDefaults() Config {
 	c.LockTTL = cmp.Or(c.LockTTL, 30*time.Second)
 	c.CallTimeout = cmp.Or(c.CallTimeout, 30*time.Second)
 	c.MaxTries = cmp.Or(c.MaxTries, 8)
+	c.CreateMargin = cmp.Or(c.CreateMargin, 2*time.Minute)
 	if c.Backoff.Initial == 0 {
 		c.Backoff = backoff.Policy{Initial: time.Second, Max: 2 * time.Minute}
 	}
@@ -280,12 +287,22 @@ func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce 
 	err := s.d.Store.Create(ctx, j)
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
-		log.Warn().Str("error", ce.Message).Msg("invalid request for a key already in use: dead-lettered, no event")
-		return done
+		old, gerr := s.d.Store.Get(ctx, key)
+		if gerr != nil {
+			log.Warn().Err(gerr).Msg("read the record of an invalid request's key, will retry")
+			return later(s.backoff(0))
+		}
+		if !old.Final || old.Completed || len(old.Attempts) > 0 {
+			log.Warn().Str("error", ce.Message).Msg("invalid request for a key already in use: dead-lettered, no event")
+			return done
+		}
+		// Our own rejection, recorded before a hand-off that may not have
+		// happened: hand it off again (the notifier publishes once).
 	case err != nil:
 		log.Warn().Err(err).Msg("record invalid request, will retry")
 		return later(s.backoff(0))
 	}
+	failpoint.Hit("submit/after-reject-recorded")
 	if err := s.handOff(ctx, stream.FinalTask{JobKey: key}, key+":final"); err != nil {
 		log.Warn().Err(err).Msg("hand invalid request to notifiers, will retry")
 		return later(s.backoff(0))
