@@ -24,6 +24,11 @@ const (
 	MaxObjectNameLen = 1024
 )
 
+// BucketIntake is the JetStream object store bucket producers put large
+// batch inputs in (contract v1.1, "Large inputs"); input_object names an
+// object there.
+const BucketIntake = "batch_intake"
+
 // Reserved metadata keys: the fleet sets them on every vendor batch.
 const (
 	MetaIdempotencyKey = "idempotency_key"

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/intake"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 )
 
@@ -46,7 +47,7 @@ func PublishFile(ctx context.Context, js jetstream.JetStream, job FileJob) (cont
 		return contract.Request{}, 0, err
 	}
 	defer f.Close()
-	sum, err := contract.CheckInput(f, endpoint)
+	sum, err := intake.Check(f, endpoint)
 	if err != nil {
 		return contract.Request{}, 0, fmt.Errorf("%s: %w", job.Path, err)
 	}

@@ -81,7 +81,7 @@ func compactBody(b json.RawMessage) json.RawMessage {
 	if len(b) == 0 || string(b) == "null" {
 		return nil
 	}
-	if !bytes.ContainsAny(b, " \t\r\n") {
+	if !spaceOutsideStrings(b) {
 		return b // already compact: the common case
 	}
 	var buf bytes.Buffer
@@ -93,6 +93,24 @@ func compactBody(b json.RawMessage) json.RawMessage {
 		return nil
 	}
 	return bytes.Clone(buf.Bytes())
+}
+
+// spaceOutsideStrings reports whether b (valid JSON) has insignificant
+// whitespace: a space, tab or line break outside its strings.
+func spaceOutsideStrings(b []byte) bool {
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case in && c == '\\':
+			i++ // skip the escaped character
+		case c == '"':
+			in = !in
+		case !in && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			return true
+		}
+	}
+	return false
 }
 
 // MarshalJSON writes the line in the vendor's shape, so ParseLine reads it

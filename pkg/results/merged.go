@@ -2,12 +2,16 @@ package results
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
+
+	"github.com/tidwall/gjson"
 )
 
 // Result summarises the result kept for one custom_id: the attempt it came
@@ -303,18 +307,19 @@ func (r *record) line() (Line, error) {
 // is the response body (for failures, the vendor's error body); error is the
 // line's error object (e.g. batch_expired) when it had one; reason is
 // Line.Reason for failures. Call Flush at the end.
+//
+// Lines are assembled by hand, the body copied as it is (ParseLine checked
+// and compacted it): the same bytes encoding/json would write, without
+// scanning every body again.
 type Writer struct {
 	bw  *bufio.Writer
-	enc *json.Encoder
+	buf []byte
 	n   int
 }
 
 // NewWriter returns a Writer on w.
 func NewWriter(w io.Writer) *Writer {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	return &Writer{bw: bw, enc: enc}
+	return &Writer{bw: bufio.NewWriterSize(w, 64<<10)}
 }
 
 // Write writes l as a result of the given attempt.
@@ -323,11 +328,59 @@ func (w *Writer) Write(attempt int, l Line) error {
 }
 
 func (w *Writer) write(r record) error {
-	if err := w.enc.Encode(r); err != nil {
-		return fmt.Errorf("write result %q: %w", r.CustomID, err)
+	b := append(w.buf[:0], `{"custom_id":`...)
+	b = appendString(b, r.CustomID)
+	b = append(b, `,"status":`...)
+	b = appendString(b, r.Status)
+	b = append(b, `,"attempt":`...)
+	b = strconv.AppendInt(b, int64(r.Attempt), 10)
+	b = append(b, `,"status_code":`...)
+	b = strconv.AppendInt(b, int64(r.StatusCode), 10)
+	if len(r.Body) > 0 {
+		b = append(append(b, `,"body":`...), r.Body...)
+	}
+	if r.Error != nil {
+		e, err := marshalNoEscape(r.Error)
+		if err != nil {
+			return fmt.Errorf("write result %q: %w", r.CustomID, err)
+		}
+		b = append(append(b, `,"error":`...), e...)
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{`,"reason":`, r.Reason}, {`,"batch_request_id":`, r.BatchRequestID}, {`,"request_id":`, r.RequestID},
+	} {
+		if f.v != "" {
+			b = appendString(append(b, f.name...), f.v)
+		}
+	}
+	b = append(b, "}\n"...)
+	w.buf = b
+	return w.raw(r.CustomID, b)
+}
+
+// raw writes one complete line.
+func (w *Writer) raw(id string, line []byte) error {
+	if _, err := w.bw.Write(line); err != nil {
+		return fmt.Errorf("write result %q: %w", id, err)
 	}
 	w.n++
 	return nil
+}
+
+// appendString appends s as a JSON string the way encoding/json writes it
+// (without HTML escaping): plain printable ASCII directly, anything else
+// through the encoder.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, err := marshalNoEscape(s)
+			if err != nil { // a string always marshals
+				panic(err)
+			}
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
 }
 
 // Flush writes what is buffered and returns the number of lines written.
@@ -393,17 +446,20 @@ func (m *Merged) AddMerged(r io.Reader, below int) error {
 func (m *Merged) Merge(w io.Writer, sources ...io.Reader) (int, error) {
 	out := NewWriter(w)
 	for i, src := range sources {
+		// The sources are the fleet's own files: only custom_id and
+		// attempt are looked up, and kept lines are copied as they are.
 		err := scanLines(src, func(_ int, b []byte) error {
-			var rec record
-			if err := json.Unmarshal(b, &rec); err != nil {
-				return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
+			f := gjson.GetManyBytes(b, "custom_id", "attempt")
+			if f[0].Type != gjson.String || f[1].Type != gjson.Number {
+				return fmt.Errorf("%w: not a merged results line", ErrInvalidLine)
 			}
-			e, ok := m.byID[rec.CustomID]
-			if !ok || e.written || int(e.attempt) != rec.Attempt {
+			e, ok := m.byID[f[0].Str]
+			if !ok || e.written || int64(e.attempt) != f[1].Int() {
 				return nil
 			}
 			e.written = true
-			return out.write(rec)
+			line := append(bytes.TrimRight(b, "\r\n"), '\n')
+			return out.raw(f[0].Str, line)
 		})
 		if err != nil {
 			return out.n, fmt.Errorf("merge results source %d: %w", i, err)

@@ -3,6 +3,8 @@ package results
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/tidwall/gjson"
 )
 
 // Outcome classifies one request's result.
@@ -139,44 +141,43 @@ func (u Usage) Add(v Usage) Usage {
 	return Usage{u.InputTokens + v.InputTokens, u.OutputTokens + v.OutputTokens, u.TotalTokens + v.TotalTokens}
 }
 
-type bodyMeta struct {
-	Model string `json:"model"`
-	Usage *struct {
-		PromptTokens     int64 `json:"prompt_tokens"`     // chat, completions, embeddings
-		CompletionTokens int64 `json:"completion_tokens"` // chat, completions
-		InputTokens      int64 `json:"input_tokens"`      // responses
-		OutputTokens     int64 `json:"output_tokens"`     // responses
-		TotalTokens      int64 `json:"total_tokens"`
-	} `json:"usage"`
-}
-
-// meta reads model and usage from a successful body. Bodies whose usage is
-// not the expected shape count as zero usage.
+// meta reads model and usage from a successful body, which ParseLine
+// has validated: gjson looks only at the fields it needs, where decoding
+// the body would scan all of it twice. Usage fields that are not numbers
+// (an unexpected shape) count as zero.
 func (l Line) meta() (string, Usage) {
 	if len(l.Body) == 0 {
 		return "", Usage{}
 	}
-	var m bodyMeta
-	if json.Unmarshal(l.Body, &m) != nil {
-		// A body whose usage has an unexpected shape still has a model.
-		var onlyModel struct {
-			Model string `json:"model"`
+	r := gjson.GetManyBytes(l.Body, "model", "usage")
+	model := ""
+	if r[0].Type == gjson.String {
+		model = r[0].Str
+	}
+	if !r[1].IsObject() {
+		return model, Usage{}
+	}
+	var in, out, total int64
+	r[1].ForEach(func(k, v gjson.Result) bool {
+		if v.Type != gjson.Number {
+			return true
 		}
-		_ = json.Unmarshal(l.Body, &onlyModel)
-		return onlyModel.Model, Usage{}
-	}
-	if m.Usage == nil {
-		return m.Model, Usage{}
-	}
-	u := Usage{
-		InputTokens:  max(m.Usage.InputTokens, m.Usage.PromptTokens),
-		OutputTokens: max(m.Usage.OutputTokens, m.Usage.CompletionTokens),
-		TotalTokens:  m.Usage.TotalTokens,
-	}
+		n := v.Int()
+		switch k.Str {
+		case "prompt_tokens", "input_tokens": // chat, completions, embeddings; responses
+			in = max(in, n)
+		case "completion_tokens", "output_tokens":
+			out = max(out, n)
+		case "total_tokens":
+			total = n
+		}
+		return true
+	})
+	u := Usage{InputTokens: in, OutputTokens: out, TotalTokens: total}
 	if u.TotalTokens == 0 {
 		u.TotalTokens = u.InputTokens + u.OutputTokens
 	}
-	return m.Model, u
+	return model, u
 }
 
 // Usage reads body.usage of the response: prompt_tokens/completion_tokens

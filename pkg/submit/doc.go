@@ -24,7 +24,7 @@
 // Inputs of any size the vendor takes: a request may name an input_object
 // in the batch_intake object store instead of carrying its requests
 // (contract v1.1, "Large inputs"). The submitter checks it line by line as
-// a stream (contract.CheckInput: JSON, custom_id unique, method POST, url
+// a stream (intake.Check: JSON, custom_id unique, method POST, url
 // the job's endpoint, one model, at most 50,000 lines and 200 MiB) before
 // recording the job; a missing object or a bad line fails the job like an
 // invalid message (input_not_found, invalid_input naming the line), with

@@ -19,6 +19,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/failpoint"
+	"github.com/batchfleet/batchfleet/pkg/intake"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -316,24 +317,24 @@ func (s *Submitter) reject(ctx context.Context, m jetstream.Msg, key string, ce 
 // its record answers, and the object may be gone). A missing object or a
 // bad line is a *contract.Error (input_not_found, invalid_input,
 // duplicate_custom_id); any other error is the store's, to retry.
-func (s *Submitter) checkIntake(ctx context.Context, req *contract.Request) (contract.InputSummary, error) {
+func (s *Submitter) checkIntake(ctx context.Context, req *contract.Request) (intake.Summary, error) {
 	if req.InputObject == "" {
-		return contract.InputSummary{}, nil
+		return intake.Summary{}, nil
 	}
 	_, err := s.d.Store.Get(ctx, req.IdempotencyKey)
 	if !errors.Is(err, jobstore.ErrNotFound) {
-		return contract.InputSummary{}, err // known (nil) or unreadable
+		return intake.Summary{}, err // known (nil) or unreadable
 	}
 	rc, _, err := s.d.Store.OpenObject(ctx, jobstore.BucketIntake, req.InputObject)
 	if errors.Is(err, jobstore.ErrNotFound) {
-		return contract.InputSummary{}, contract.Errorf(contract.CodeInputNotFound,
+		return intake.Summary{}, contract.Errorf(contract.CodeInputNotFound,
 			"input_object %q is not in the %s object store bucket", req.InputObject, jobstore.BucketIntake)
 	}
 	if err != nil {
-		return contract.InputSummary{}, err
+		return intake.Summary{}, err
 	}
 	defer rc.Close()
-	sum, err := contract.CheckInput(rc, req.Endpoint)
+	sum, err := intake.Check(rc, req.Endpoint)
 	if err != nil {
 		var ce *contract.Error
 		if errors.As(err, &ce) {
@@ -347,7 +348,7 @@ func (s *Submitter) checkIntake(ctx context.Context, req *contract.Request) (con
 // accept records a new job for a valid request; a key already known is
 // answered from its record by submit. sum describes a checked
 // input_object.
-func (s *Submitter) accept(ctx context.Context, req *contract.Request, sum contract.InputSummary) (*jobstore.Job, error) {
+func (s *Submitter) accept(ctx context.Context, req *contract.Request, sum intake.Summary) (*jobstore.Job, error) {
 	first := jobstore.Attempt{
 		N: 0, Key: req.IdempotencyKey, State: jobstore.AttemptPending,
 		Count: len(req.Requests), InputFileID: req.InputFileID,

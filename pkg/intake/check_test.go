@@ -1,4 +1,4 @@
-package contract_test
+package intake_test
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/intake"
 )
 
 const chat = "/v1/chat/completions"
@@ -18,13 +19,13 @@ func inputLine(id, url, model string) string {
 	return fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":{"model":%q,"messages":[{"role":"user","content":"hi"}]}}`, id, url, model)
 }
 
-func TestCheckInputAccepts(t *testing.T) {
+func TestCheckAccepts(t *testing.T) {
 	var b strings.Builder
 	for i := range 3 {
 		b.WriteString(inputLine(fmt.Sprint("r", i), chat, "gpt-4o-mini") + "\n")
 	}
 	b.WriteString("\n  \n") // blank lines are skipped
-	sum, err := contract.CheckInput(strings.NewReader(b.String()), chat)
+	sum, err := intake.Check(strings.NewReader(b.String()), chat)
 	require.NoError(t, err)
 	require.Equal(t, 3, sum.Lines)
 	require.Equal(t, "gpt-4o-mini", sum.Model)
@@ -33,12 +34,12 @@ func TestCheckInputAccepts(t *testing.T) {
 
 	// Without a final newline, and with lines longer than the reader's buffer.
 	long := fmt.Sprintf(`{"custom_id":"x","method":"POST","url":%q,"body":{"model":"m","prompt":%q}}`, chat, strings.Repeat("p", 200<<10))
-	sum, err = contract.CheckInput(strings.NewReader(long+"\n"+inputLine("y", chat, "m")), chat)
+	sum, err = intake.Check(strings.NewReader(long+"\n"+inputLine("y", chat, "m")), chat)
 	require.NoError(t, err)
 	require.Equal(t, 2, sum.Lines)
 }
 
-func TestCheckInputRules(t *testing.T) {
+func TestCheckRules(t *testing.T) {
 	ok := inputLine("a", chat, "m")
 	cases := []struct {
 		name, file, code, msg string
@@ -57,7 +58,7 @@ func TestCheckInputRules(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := contract.CheckInput(strings.NewReader(c.file), chat)
+			_, err := intake.Check(strings.NewReader(c.file), chat)
 			var ce *contract.Error
 			require.True(t, errors.As(err, &ce), "%v", err)
 			require.Equal(t, c.code, ce.Code, ce.Message)
@@ -67,22 +68,38 @@ func TestCheckInputRules(t *testing.T) {
 	}
 }
 
-func TestCheckInputLimits(t *testing.T) {
+func TestCheckLimits(t *testing.T) {
 	var b strings.Builder
 	for i := range contract.MaxRequests + 1 {
 		fmt.Fprintf(&b, `{"custom_id":"%d","method":"POST","url":"%s","body":{"model":"m"}}`+"\n", i, chat)
 	}
-	_, err := contract.CheckInput(strings.NewReader(b.String()), chat)
+	_, err := intake.Check(strings.NewReader(b.String()), chat)
 	require.ErrorContains(t, err, fmt.Sprintf("line %d: the file has more than 50000 requests", contract.MaxRequests+1))
 
-	big := fmt.Sprintf(`{"custom_id":"a","method":"POST","url":"%s","body":{"model":"m","p":"%s"}}`, chat, strings.Repeat("x", contract.MaxInputBytes))
-	_, err = contract.CheckInput(strings.NewReader(big), chat)
+	big := fmt.Sprintf(`{"custom_id":"a","method":"POST","url":"%s","body":{"model":"m","p":"%s"}}`, chat, strings.Repeat("x", intake.MaxBytes))
+	_, err = intake.Check(strings.NewReader(big), chat)
 	require.ErrorContains(t, err, "larger than 209715200 bytes")
 }
 
-func TestCheckInputReadError(t *testing.T) {
+func TestCheckReadError(t *testing.T) {
 	boom := errors.New("boom")
-	_, err := contract.CheckInput(iotest.ErrReader(boom), chat)
+	_, err := intake.Check(iotest.ErrReader(boom), chat)
 	require.ErrorIs(t, err, boom)
 	require.NotErrorIs(t, err, contract.ErrInvalidRequest)
+}
+
+// BenchmarkCheck checks 5,000 lines of ~2 KB chat requests.
+func BenchmarkCheck(b *testing.B) {
+	var buf strings.Builder
+	content := strings.Repeat("lorem ipsum ", 165)
+	for i := range 5000 {
+		fmt.Fprintf(&buf, `{"custom_id":"r%d","method":"POST","url":%q,"body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":%q}],"max_tokens":500}}`+"\n", i, chat, content)
+	}
+	file := buf.String()
+	b.SetBytes(int64(len(file)))
+	for b.Loop() {
+		if _, err := intake.Check(strings.NewReader(file), chat); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

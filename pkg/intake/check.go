@@ -1,0 +1,134 @@
+// Package intake checks producers' OpenAI batch input files (JSONL) line by
+// line as streams, with the rules the vendor applies, so a bad file fails at
+// intake with an error naming the line and the rule instead of as a failed
+// vendor batch; a 200 MB file costs one line and the set of custom_ids in
+// memory.
+package intake
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+)
+
+// MaxBytes is the largest batch input file the vendor takes (OpenAI:
+// 200 MB).
+const MaxBytes = 200 << 20
+
+// MaxLines is the most requests a batch input file may hold.
+const MaxLines = contract.MaxRequests
+
+// Summary describes a batch input file that Check accepted.
+type Summary struct {
+	// Lines is the number of requests.
+	Lines int
+	// Bytes is the file's size.
+	Bytes int64
+	// Model is body.model, the same on every line.
+	Model string
+	// BodyBytes sums the request bodies' sizes (for token estimates).
+	BodyBytes int64
+}
+
+// Check reads an OpenAI batch input file (JSONL) line by line and
+// checks the rules the vendor applies, so a bad file fails at intake with
+// a clear error instead of as a failed vendor batch: every line a JSON
+// object {"custom_id","method":"POST","url":endpoint,"body":{...,"model"}},
+// custom_id unique, one model for the whole file, 1..MaxLines lines and
+// at most MaxBytes. Blank lines are skipped.
+//
+// It holds one line and the set of custom_ids in memory, never the file.
+// A rule broken is a *contract.Error (contract.CodeInvalidInput, or contract.CodeDuplicateCustomID)
+// whose message names the 1-based line number and the rule; a read error
+// is returned wrapped as it is.
+func Check(r io.Reader, endpoint string) (Summary, error) {
+	var sum Summary
+	seen := make(map[string]struct{})
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte
+	for n := 1; ; n++ {
+		b, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long[:0], b...)
+			for errors.Is(err, bufio.ErrBufferFull) && int64(len(long)) <= MaxBytes {
+				b, err = br.ReadSlice('\n')
+				long = append(long, b...)
+			}
+			b = long
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+			return sum, fmt.Errorf("read input line %d: %w", n, err)
+		}
+		sum.Bytes += int64(len(b))
+		if sum.Bytes > MaxBytes {
+			return sum, contract.Errorf(contract.CodeInvalidInput, "line %d: the file is larger than %d bytes, the vendor's limit", n, MaxBytes)
+		}
+		if line := bytes.TrimSpace(b); len(line) > 0 {
+			if sum.Lines == MaxLines {
+				return sum, contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, MaxLines)
+			}
+			if cerr := sum.add(n, line, endpoint, seen); cerr != nil {
+				return sum, cerr
+			}
+		}
+		if err != nil { // io.EOF
+			break
+		}
+		if cap(long) > 1<<20 {
+			long = nil
+		}
+	}
+	if sum.Lines == 0 {
+		return sum, contract.Errorf(contract.CodeInvalidInput, "the file has no requests")
+	}
+	return sum, nil
+}
+
+// add checks one non-blank line and counts it. gjson validates the line
+// and picks the fields in about one pass, where decoding it would scan it
+// twice.
+func (s *Summary) add(n int, line []byte, endpoint string, seen map[string]struct{}) *contract.Error {
+	if !gjson.ValidBytes(line) {
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: not a JSON object", n)
+	}
+	f := gjson.GetManyBytes(line, "custom_id", "method", "url", "body", "body.model")
+	id, method, url, body, model := f[0], f[1], f[2], f[3], f[4]
+	switch {
+	case !gjson.ParseBytes(line).IsObject():
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: not a JSON object", n)
+	case id.Exists() && id.Type != gjson.String:
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: custom_id has the wrong type (%s)", n, id.Type)
+	case id.Str == "":
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: custom_id is required", n)
+	case method.Type != gjson.String || method.Str != "POST":
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: method must be \"POST\"", n)
+	case url.Type != gjson.String || url.Str != endpoint:
+		got := "missing"
+		if url.Exists() {
+			got = url.Raw
+		}
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: url must be the job's endpoint %q, got %s", n, endpoint, got)
+	case body.Exists() && body.Type != gjson.Null && !body.IsObject():
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: body has the wrong type (%s)", n, body.Type)
+	case !body.IsObject():
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: body must be a JSON object", n)
+	case model.Type != gjson.String || model.Str == "":
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: body.model is required", n)
+	case s.Model != "" && model.Str != s.Model:
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: body.model %q differs from %q: one model per file", n, model.Str, s.Model)
+	}
+	if _, dup := seen[id.Str]; dup {
+		return contract.Errorf(contract.CodeDuplicateCustomID, "line %d: custom_id %q is not unique", n, id.Str)
+	}
+	seen[id.Str] = struct{}{}
+	s.Model = model.Str
+	s.Lines++
+	s.BodyBytes += int64(len(body.Raw))
+	return nil
+}
