@@ -106,7 +106,8 @@ func TestAdmissionSlotFreedWhenNotifierKilled(t *testing.T) {
 // nothing and creates; the stalled submitter, waking after its deadline,
 // must not create a second batch.
 func TestStalledCreateMarkNoSecondBatch(t *testing.T) {
-	f := startFleet(t, fleetOpts{WorkerEnv: []string{"VENDOR_CALL_TIMEOUT=1s", "SUBMIT_CREATE_MARGIN=300ms"}})
+	// The input file stays, so a late second create would succeed.
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"VENDOR_CALL_TIMEOUT=1s", "SUBMIT_CREATE_MARGIN=300ms", "DELETE_INPUT_FILES=false"}})
 	f.start("poller", 1)
 	f.start("notifier", 1)
 	stalled := f.start("submitter", 1, failpoint.Env+"=submit/after-create-mark=sleep6s")[0]
