@@ -143,7 +143,8 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 	n.log.Info().Int("concurrency", n.cfg.Concurrency).Int("max_retry_attempts", n.cfg.MaxRetryAttempts).
 		Int("webhook_urls", len(n.cfg.Webhooks.URLs)).Msg("notifier running")
-	opt := stream.ConsumeOptions{Concurrency: n.cfg.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: n.log}
+	opt := stream.ConsumeOptions{Concurrency: n.cfg.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: n.log,
+		Recreate: stream.Recreate(n.d.JS, n.cfg.Streams, stream.Work, n.ConsumerConfig())}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.Consume(gctx, finals, opt, n.handleFinal) })
 	for _, url := range n.cfg.Webhooks.URLs {

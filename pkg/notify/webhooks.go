@@ -85,7 +85,8 @@ func (n *Notifier) runWebhook(ctx context.Context, url string) error {
 	sender := &webhook.Sender{Client: &http.Client{}, Secret: secret, Timeout: n.cfg.Webhooks.Timeout}
 	log := n.log.With().Str("webhook_url", url).Logger()
 	log.Info().Msg("webhook deliveries running")
-	opt := stream.ConsumeOptions{Concurrency: n.cfg.Webhooks.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: log}
+	opt := stream.ConsumeOptions{Concurrency: n.cfg.Webhooks.Concurrency, StopTimeout: n.cfg.StopTimeout, Logger: log,
+		Recreate: stream.Recreate(n.d.JS, n.cfg.Streams, stream.Events, n.webhookConsumerConfig(url))}
 	return stream.Consume(ctx, c, opt, func(ctx context.Context, m jetstream.Msg) {
 		n.deliver(ctx, sender, url, m)
 	})

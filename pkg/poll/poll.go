@@ -182,6 +182,8 @@ func (p *Poller) Run(ctx context.Context) error {
 	copt := opt
 	copt.Concurrency = 2
 	g, gctx := errgroup.WithContext(ctx)
+	opt.Recreate = stream.Recreate(p.d.JS, p.cfg.Streams, stream.Work, p.ConsumerConfig())
+	copt.Recreate = stream.Recreate(p.d.JS, p.cfg.Streams, stream.Cancels, p.CancelConsumerConfig())
 	g.Go(func() error { return stream.Consume(gctx, claims, opt, p.handleClaim) })
 	g.Go(func() error { return stream.Consume(gctx, cancels, copt, p.handleCancel) })
 	g.Go(func() error { return p.runSweeper(gctx) })

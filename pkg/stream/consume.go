@@ -1,12 +1,14 @@
 package stream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -18,14 +20,27 @@ type Handler func(ctx context.Context, m jetstream.Msg)
 
 // ConsumeOptions tune a consume loop.
 type ConsumeOptions struct {
-	// Concurrency is the number of messages handled at once (and the
-	// number fetched ahead, so none waits out its ack wait in a buffer).
+	// Concurrency is the number of messages handled at once; the loop
+	// fetches only as many as it has free handlers, so no message waits
+	// in a buffer while its ack wait runs out.
 	Concurrency int
 	// StopTimeout bounds how long in-flight handlers may run after the
 	// loop's context is done before their own context is cancelled.
 	StopTimeout time.Duration
-	Logger      zerolog.Logger
+	// FetchWait bounds one pull request. Defaults to 1s.
+	FetchWait time.Duration
+	// Recreate makes the consumer again (and its stream) when it was
+	// deleted, e.g. by an operator's mistake or a restore from backup; nil
+	// makes Consume return an error then, so the worker exits and its
+	// supervisor restarts it, instead of looking healthy and consuming
+	// nothing.
+	Recreate func(ctx context.Context) (jetstream.Consumer, error)
+	Logger   zerolog.Logger
 }
+
+// ErrConsumerGone: the consumer (or its stream) was deleted and
+// ConsumeOptions.Recreate is nil.
+var ErrConsumerGone = errors.New("stream: consumer deleted")
 
 // Consume runs handler over messages from c with bounded concurrency until
 // ctx is done; it then stops fetching, hands back the messages fetched but
@@ -33,52 +48,136 @@ type ConsumeOptions struct {
 // cancels them and returns once every handler has returned.
 func Consume(ctx context.Context, c jetstream.Consumer, opt ConsumeOptions, handler Handler) error {
 	n := max(opt.Concurrency, 1)
-	it, err := c.Messages(jetstream.PullMaxMessages(n))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-
-	var wg sync.WaitGroup
+	free := make(chan struct{}, n)
 	for range n {
-		wg.Go(func() {
-			for {
-				m, err := it.Next()
-				if err != nil {
-					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						opt.Logger.Warn().Err(err).Msg("consume: next message")
-						if ctx.Err() == nil {
-							continue
-						}
-					}
-					return
-				}
-				if ctx.Err() != nil {
-					// Stopping: hand back what was fetched but not started.
-					_ = m.Nak()
-					continue
-				}
-				handler(work, m)
-			}
-		})
+		free <- struct{}{}
 	}
-	<-ctx.Done()
-	it.Drain()
+	var wg sync.WaitGroup
+	var failed error
+	for ctx.Err() == nil {
+		select {
+		case <-free:
+		case <-ctx.Done():
+			continue
+		}
+		k := 1 + takeAll(free)
+		got, err := fetch(ctx, c, k, opt, func(m jetstream.Msg) {
+			wg.Go(func() {
+				defer func() { free <- struct{}{} }()
+				handler(work, m)
+			})
+		})
+		for range k - got {
+			free <- struct{}{}
+		}
+		if err == nil {
+			continue
+		}
+		if c, err = afterFetchError(ctx, c, opt, err); err != nil {
+			failed = err
+			break
+		}
+	}
+	stop(&wg, cancelWork, opt)
+	return failed
+}
+
+// takeAll takes every token left in free and returns how many it took.
+func takeAll(free chan struct{}) int {
+	for n := 0; ; n++ {
+		select {
+		case <-free:
+		default:
+			return n
+		}
+	}
+}
+
+// fetch pulls up to k messages and starts each with start, handing back
+// (Nak) those that arrive once ctx is done. It returns how many it
+// started.
+func fetch(ctx context.Context, c jetstream.Consumer, k int, opt ConsumeOptions, start func(jetstream.Msg)) (int, error) {
+	batch, err := c.Fetch(k, jetstream.FetchMaxWait(cmp.Or(opt.FetchWait, time.Second)))
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for m := range batch.Messages() {
+		if ctx.Err() != nil {
+			_ = m.Nak()
+			continue
+		}
+		got++
+		start(m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return got, err
+	}
+	return got, nil
+}
+
+// afterFetchError answers a failed fetch: a consumer that still exists is fetched
+// from again after a pause; a deleted one is recreated (or ends the loop
+// with ErrConsumerGone).
+func afterFetchError(ctx context.Context, c jetstream.Consumer, opt ConsumeOptions, ferr error) (jetstream.Consumer, error) {
+	pause := func() { sleepCtx(ctx, time.Second) }
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := c.Info(ictx)
+	cancel()
+	if !gone(err) && !gone(ferr) {
+		if ctx.Err() == nil {
+			opt.Logger.Warn().Err(ferr).Msg("consume: fetch failed, retrying")
+			pause()
+		}
+		return c, nil
+	}
+	if opt.Recreate == nil {
+		return c, fmt.Errorf("%w: %w", ErrConsumerGone, ferr)
+	}
+	for ctx.Err() == nil {
+		nc, err := opt.Recreate(ctx)
+		if err == nil {
+			opt.Logger.Warn().Err(ferr).Msg("consume: the consumer was deleted; recreated it")
+			return nc, nil
+		}
+		opt.Logger.Warn().Err(err).Msg("consume: recreate deleted consumer, retrying")
+		pause()
+	}
+	return c, nil
+}
+
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// stop lets in-flight handlers finish for up to StopTimeout, then cancels
+// them, and returns once all have returned.
+func stop(wg *sync.WaitGroup, cancelWork context.CancelFunc, opt ConsumeOptions) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	stop := opt.StopTimeout
-	if stop <= 0 {
-		stop = 8 * time.Second
+	timeout := opt.StopTimeout
+	if timeout <= 0 {
+		timeout = 8 * time.Second
 	}
 	select {
 	case <-done:
-	case <-time.After(stop):
+	case <-time.After(timeout):
 		opt.Logger.Warn().Msg("consume: stop deadline reached, cancelling in-flight handlers")
 		cancelWork()
 		<-done
 	}
-	return nil
 }
 
 // Heartbeat tells JetStream every interval that m is still being worked

@@ -128,3 +128,14 @@ func EnsureConsumer(ctx context.Context, js jetstream.StreamConsumerManager, str
 	}
 	return c, nil
 }
+
+// Recreate returns a ConsumeOptions.Recreate that ensures the stream and
+// the durable consumer again, as the worker did at start-up.
+func Recreate(js jetstream.JetStream, s Settings, stream string, cfg jetstream.ConsumerConfig) func(context.Context) (jetstream.Consumer, error) {
+	return func(ctx context.Context) (jetstream.Consumer, error) {
+		if err := Ensure(ctx, js, s, stream); err != nil {
+			return nil, err
+		}
+		return EnsureConsumer(ctx, js, stream, cfg)
+	}
+}

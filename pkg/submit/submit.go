@@ -173,6 +173,8 @@ func (s *Submitter) Run(ctx context.Context) error {
 	ropt := opt
 	ropt.Concurrency = max(1, s.cfg.Concurrency/2)
 	g, gctx := errgroup.WithContext(ctx)
+	opt.Recreate = stream.Recreate(s.d.JS, s.cfg.Streams, stream.Requests, s.ConsumerConfig())
+	ropt.Recreate = stream.Recreate(s.d.JS, s.cfg.Streams, stream.Work, s.RetryConsumerConfig())
 	g.Go(func() error { return stream.Consume(gctx, reqs, opt, s.handleRequest) })
 	g.Go(func() error { return stream.Consume(gctx, retries, ropt, s.handleRetry) })
 	return g.Wait()
