@@ -34,12 +34,26 @@ type Infra struct {
 	Redis   *redis.Client
 	Vendor  *batchapi.Client
 	Metrics *prometheus.Registry
+
+	closed chan struct{} // closed when the NATS connection is
 }
 
-// Close releases the connections.
+// drainTimeout bounds the NATS drain at shutdown.
+const drainTimeout = 5 * time.Second
+
+// Close releases the connections. It waits (up to drainTimeout) for the
+// NATS drain to finish, so the last acks and naks reach the server before
+// the process exits.
 func (inf *Infra) Close() {
 	if inf.NC != nil {
-		_ = inf.NC.Drain()
+		if err := inf.NC.Drain(); err == nil && inf.closed != nil {
+			select {
+			case <-inf.closed:
+			case <-time.After(drainTimeout + time.Second):
+				inf.Logger.Warn().Msg("nats drain did not finish in time")
+			}
+		}
+		inf.NC.Close()
 	}
 	if inf.Redis != nil {
 		_ = inf.Redis.Close()
@@ -97,22 +111,22 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 			}, log)
 		})
 	}
-	done := make(chan struct{})
-	g.Go(func() error {
-		defer close(done)
-		return w.Run(gctx)
-	})
-	go func() {
-		// Bound the stop: a worker that does not return in time is abandoned.
-		<-gctx.Done()
+	g.Go(func() error { return w.Run(gctx) })
+	errc := make(chan error, 1)
+	go func() { errc <- g.Wait() }()
+	select {
+	case err = <-errc:
+	case <-gctx.Done():
+		// Bound the stop: a worker that does not return in time is
+		// abandoned, but this function still returns (and its deferred
+		// cleanup runs) so the process exits through main.
 		select {
-		case <-done:
+		case err = <-errc:
 		case <-time.After(cfg.StopTimeout + 2*time.Second):
 			log.Error().Msg("stop deadline exceeded, exiting")
-			os.Exit(1)
+			return fmt.Errorf("stop %s: deadline exceeded", component)
 		}
-	}()
-	err = g.Wait()
+	}
 	log.Info().Err(err).Msg("stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -123,8 +137,10 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 // Connect opens the NATS, Redis and vendor clients. NATS reconnects forever;
 // the first connection is retried until ctx is done.
 func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra, error) {
-	inf := &Infra{Config: cfg, Logger: log, Metrics: telemetry.Registry()}
+	inf := &Infra{Config: cfg, Logger: log, Metrics: telemetry.Registry(), closed: make(chan struct{})}
 	nc, err := nats.Connect(cfg.NATSURL,
+		nats.DrainTimeout(drainTimeout),
+		nats.ClosedHandler(func(*nats.Conn) { close(inf.closed) }),
 		nats.Name("batchfleet"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
