@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/emulator"
 	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
 )
@@ -124,4 +125,43 @@ func TestStalledCreateMarkNoSecondBatch(t *testing.T) {
 	require.Len(t, ev.BatchIDs, 1)
 	f.noMore(completed, "stall-sentinel")
 	require.Equal(t, 1, f.batchesPerKey()["stall"], "vendor batches for the stalled key")
+}
+
+// A cancel arrives while the job's batch is being created, and the
+// vendor fails the cancel calls for a while: the batch's claim sends the
+// cancel again until the vendor takes it, and the job ends cancelled
+// (the batch would otherwise run until it expires).
+func TestCancelRacingCreateIsRetried(t *testing.T) {
+	f := startFleet(t, fleetOpts{})
+	f.start("poller", 1)
+	f.start("notifier", 1)
+	sub := f.start("submitter", 1, failpoint.Env+"=submit/after-create=sleep3s")[0]
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	f.publish(contract.Request{IdempotencyKey: "cancel-race", Requests: items("cancel-race", 1, "never-finish", 1)}, true)
+	sub.WaitForLine(t, "failpoint submit/after-create: sleeping", 30*time.Second)
+	f.setFaults(emulator.Faults{Ops: map[string]emulator.OpFaults{emulator.OpCancel: {ServerErrorRate: 1}}})
+	f.publishRaw(contract.SubjectCancel, []byte(`{"idempotency_key":"cancel-race"}`), "")
+	sub.WaitForLine(t, "cancel batch created during cancellation", 30*time.Second)
+	fleettest.WaitFor(t, 30*time.Second, func() bool { return f.stats().CallsByOp[emulator.OpCancel] >= 2 },
+		"the cancel was sent again after it failed")
+	f.setFaults(emulator.Faults{})
+	ev := fleettest.ReadN(t, completed, 1, 60*time.Second)[0]
+	require.Equal(t, contract.OutcomeCancelled, ev.Outcome)
+	require.Len(t, ev.BatchIDs, 1)
+}
+
+// GETs slower than the claim's lease: the claim is held (InProgress)
+// through the whole call, so no other poller takes the batch meanwhile
+// and no two GETs of a batch overlap.
+func TestClaimHeldThroughSlowGet(t *testing.T) {
+	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_LATENCY=1500ms"},
+		WorkerEnv: []string{"POLL_LEASE=1s", "POLL_SWEEP_INTERVAL=0", "VENDOR_CALL_TIMEOUT=10s"}})
+	f.start("submitter", 1)
+	f.start("notifier", 1)
+	f.start("poller", 2)
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	keys := f.publishJobs("slow-get", 3, 1, true)
+	f.expectOneEach(completed, keys, 120*time.Second)
+	gets := f.assertNoOverlappingGets()
+	t.Logf("%d GETs of 1.5s under a 1s lease, none overlapping", gets)
 }

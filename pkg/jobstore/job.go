@@ -210,6 +210,10 @@ type Poll struct {
 	SoftWarnedAt time.Time `json:"soft_warned_at,omitzero"`
 	HardActionAt time.Time `json:"hard_action_at,omitzero"`
 	CancelSentAt time.Time `json:"cancel_sent_at,omitzero"`
+	// CancelRequested: the job was cancelled; the claim cancels the batch
+	// at the vendor until the vendor has taken the cancel (a cancel call
+	// that failed, or that raced the batch's creation, is sent again).
+	CancelRequested bool `json:"cancel_requested,omitempty"`
 	Final        bool      `json:"final,omitempty"`
 	// Swept: the List sweep has listed this batch (see package poll).
 	Swept    bool   `json:"swept,omitempty"`

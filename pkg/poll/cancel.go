@@ -10,6 +10,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
 // handleCancel marks the job cancelled (no further retry, no submission)
@@ -48,17 +49,57 @@ func (p *Poller) handleCancel(ctx context.Context, m jetstream.Msg) {
 		if a.State != jobstore.AttemptSubmitted || a.BatchID == "" {
 			continue
 		}
-		if _, err := p.d.Vendor.Cancel(ctx, a.BatchID); err != nil {
-			if ve, ok := batchapi.AsError(err); ok && !ve.Retryable() {
-				// Typically: the batch is already final. Nothing to cancel.
-				log.Info().Err(err).Str("batch_id", a.BatchID).Msg("vendor refused cancel")
-				continue
-			}
-			log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("cancel batch, will retry")
+		// Recorded on the batch's poll record first: its claim sends the
+		// cancel again until the vendor takes it.
+		if err := p.markCancel(ctx, a.BatchID); err != nil {
+			log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("record cancel on the batch, will retry")
 			_ = m.NakWithDelay(p.cfg.InitialInterval)
 			return
+		}
+		if _, err := p.d.Vendor.Cancel(ctx, a.BatchID); err != nil {
+			log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("cancel batch failed; its claim sends it again")
+			continue
 		}
 		log.Info().Str("batch_id", a.BatchID).Msg("vendor batch cancel requested")
 	}
 	_ = m.Ack()
+}
+
+// markCancel sets CancelRequested on a batch's poll record.
+func (p *Poller) markCancel(ctx context.Context, batchID string) error {
+	for {
+		st, err := p.d.Store.GetPoll(ctx, batchID)
+		if errors.Is(err, jobstore.ErrNotFound) {
+			return nil // the submitter records it with the job's cancel
+		}
+		if err != nil || st.CancelRequested {
+			return err
+		}
+		st.CancelRequested = true
+		if err := p.d.Store.PutPoll(ctx, st); !errors.Is(err, jobstore.ErrConflict) {
+			return err
+		}
+	}
+}
+
+// checkCancel sends a requested cancel again while the vendor has not
+// taken it (no cancelling or final status), at most once per
+// POLL_INITIAL_INTERVAL.
+func (p *Poller) checkCancel(ctx context.Context, st *jobstore.Poll, t stream.PollTask, b batchapi.Batch) error {
+	if !st.CancelRequested || contract.TerminalStatus(b.Status) || b.Status == contract.StatusCancelling {
+		return nil
+	}
+	now := p.d.Now().UTC()
+	if now.Sub(st.CancelSentAt) < p.cfg.InitialInterval {
+		return nil
+	}
+	if _, err := p.d.Vendor.Cancel(ctx, t.BatchID); err != nil {
+		if ve, ok := batchapi.AsError(err); !ok || ve.Retryable() {
+			return err
+		}
+		// Refused: typically final by now; the next poll sees it.
+	}
+	p.log.Info().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Msg("requested cancel sent to the vendor")
+	st.CancelSentAt = now
+	return p.d.Store.PutPoll(ctx, st)
 }

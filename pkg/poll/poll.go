@@ -279,7 +279,12 @@ func (p *Poller) handleClaim(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	// Hold the claim through every wait and vendor call: InProgress every
+	// third of the lease, so only a dead poller lets it lapse (a GET may
+	// take VENDOR_CALL_TIMEOUT, longer than POLL_LEASE).
+	stop := stream.Heartbeat(ctx, m, p.cfg.Lease/3)
 	next, err := p.pollOnce(ctx, m, t)
+	stop()
 	log := p.log.With().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Logger()
 	switch {
 	case err != nil:
@@ -331,18 +336,19 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 				if err := p.checkTimeouts(ctx, st, t, view); err != nil {
 					return p.cfg.InitialInterval, err
 				}
+				if st.CancelRequested && st.Status != contract.StatusCancelling {
+					break // a cancel to (re)send: poll the batch
+				}
 				return p.watchDelay(st), nil
 			}
 			watched = st.Swept
 		}
 	}
 	if p.d.Limiter != nil {
-		_ = m.InProgress()
 		if err := p.d.Limiter.Wait(ctx); err != nil {
 			return 0, err
 		}
 	}
-	_ = m.InProgress() // a full lease for the GET
 	unlock, busy, err := p.lockBatch(ctx, t.BatchID)
 	if err != nil {
 		return p.cfg.InitialInterval, err
@@ -380,7 +386,10 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 	if err := p.checkTimeouts(ctx, st, t, b); err != nil {
 		return p.cfg.InitialInterval, err
 	}
-	if watched {
+	if err := p.checkCancel(ctx, st, t, b); err != nil {
+		return p.cfg.InitialInterval, err
+	}
+	if watched && !st.CancelRequested {
 		return p.watchDelay(st), nil
 	}
 	since := max(delivered-st.PollsSince, 0)

@@ -440,7 +440,8 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 	a := rec.Attempt(key)
 	// Record the batch for the pollers before handing it over, so a vendor
 	// webhook arriving before the first poll finds it.
-	ps := &jobstore.Poll{BatchID: b.ID, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC()}
+	ps := &jobstore.Poll{BatchID: b.ID, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC(),
+		CancelRequested: rec.CancelRequested}
 	if err := s.d.Store.PutPoll(ctx, ps); err != nil && !errors.Is(err, jobstore.ErrConflict) {
 		return verdict{}, err
 	}
@@ -450,7 +451,7 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 	if rec.CancelRequested {
 		// A cancel arrived while the batch was being created: honour it.
 		if _, err := s.d.Vendor.Cancel(ctx, b.ID); err != nil {
-			log.Warn().Err(err).Str("batch_id", b.ID).Msg("cancel batch created during cancellation (the pollers retry)")
+			log.Warn().Err(err).Str("batch_id", b.ID).Msg("cancel batch created during cancellation (its claim retries)")
 		}
 	}
 	return done, nil
