@@ -214,7 +214,7 @@ type Poll struct {
 	// at the vendor until the vendor has taken the cancel (a cancel call
 	// that failed, or that raced the batch's creation, is sent again).
 	CancelRequested bool `json:"cancel_requested,omitempty"`
-	Final        bool      `json:"final,omitempty"`
+	Final           bool `json:"final,omitempty"`
 	// Swept: the List sweep has listed this batch (see package poll).
 	Swept    bool   `json:"swept,omitempty"`
 	Revision uint64 `json:"-"`
