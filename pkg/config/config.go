@@ -31,6 +31,12 @@ type Config struct {
 	MetricsAddr string
 	// StopTimeout is STOP_TIMEOUT: how long a worker may take to stop on SIGTERM. Defaults to 8s.
 	StopTimeout time.Duration
+	// RescueInterval is RESCUE_INTERVAL: how often the rescuer (one leader
+	// among the notifiers) scans the job records. Defaults to 1m.
+	RescueInterval time.Duration
+	// RescueAfter is RESCUE_AFTER: how long a step may stay undone after
+	// the write that called for it before the rescuer re-drives it. Defaults to 5m.
+	RescueAfter time.Duration
 	// StreamReplicas is STREAM_REPLICAS for streams and buckets. Defaults to 1.
 	StreamReplicas int
 	// DedupWindow is DEDUP_WINDOW: the Nats-Msg-Id window of the streams. Defaults to 10m.
@@ -139,6 +145,8 @@ func Load(env Lookup) (Config, error) {
 		LogLevel:              p.str("LOG_LEVEL", "info"),
 		MetricsAddr:           p.str("METRICS_ADDR", ""),
 		StopTimeout:           p.dur("STOP_TIMEOUT", 8*time.Second),
+		RescueInterval:        p.dur("RESCUE_INTERVAL", time.Minute),
+		RescueAfter:           p.dur("RESCUE_AFTER", 5*time.Minute),
 		StreamReplicas:        p.int("STREAM_REPLICAS", 1),
 		DedupWindow:           p.dur("DEDUP_WINDOW", 10*time.Minute),
 		EventsMaxAge:          p.dur("EVENTS_MAX_AGE", 7*24*time.Hour),
@@ -201,6 +209,8 @@ func (c Config) Validate() error {
 	check(validURL(c.RedisURL, "redis", "rediss", "unix"), "REDIS_URL %q is not a redis:// URL", c.RedisURL)
 	check(c.OpenAIBaseURL == "" || validURL(c.OpenAIBaseURL, "http", "https"), "OPENAI_BASE_URL %q is not an http(s) URL", c.OpenAIBaseURL)
 	check(c.StopTimeout > 0, "STOP_TIMEOUT must be positive")
+	check(c.RescueInterval > 0, "RESCUE_INTERVAL must be positive")
+	check(c.RescueAfter > 0, "RESCUE_AFTER must be positive")
 	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "STREAM_REPLICAS must be 1..5")
 	check(c.DedupWindow >= time.Second, "DEDUP_WINDOW must be at least 1s")
 	check(c.MaxActiveBatches >= 0, "MAX_ACTIVE_BATCHES must not be negative")

@@ -17,6 +17,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/notify"
 	"github.com/batchfleet/batchfleet/pkg/poll"
 	"github.com/batchfleet/batchfleet/pkg/ratelimit"
+	"github.com/batchfleet/batchfleet/pkg/rescue"
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/submit"
@@ -160,7 +161,8 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 	if err != nil {
 		return nil, err
 	}
-	return notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger, Metrics: telemetry.NewMetrics(inf.Metrics)}, notify.Config{
+	metrics := telemetry.NewMetrics(inf.Metrics)
+	n, err := notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger, Metrics: metrics}, notify.Config{
 		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
 		TokenLimitDelay:  c.Notify.TokenLimitDelay,
 		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),
@@ -169,4 +171,16 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 			RetryInitial: c.Notify.WebhookRetryInitial, Timeout: c.Notify.WebhookTimeout,
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// One rescuer leads among the notifiers.
+	r, err := rescue.New(rescue.Deps{
+		JS: inf.JS, Store: st, Leader: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}), Slots: adm,
+		Metrics: metrics, Logger: inf.Logger,
+	}, rescue.Config{Interval: c.RescueInterval, After: c.RescueAfter})
+	if err != nil {
+		return nil, err
+	}
+	return lifecycle.Group(n, r), nil
 }

@@ -447,3 +447,52 @@ func (s *Store) Apply(ctx context.Context, j *Job, fn func(*Job) error) (*Job, e
 	}
 	return s.Mutate(ctx, j.Key, fn)
 }
+
+// Each calls fn with every job record (read one at a time; a record that
+// vanished meanwhile is skipped). It stops at the first error of fn.
+func (s *Store) Each(ctx context.Context, fn func(*Job) error) error {
+	lister, err := s.jobs.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	for k := range lister.Keys() {
+		e, err := s.jobs.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("get job %q: %w", k, err)
+		}
+		var j Job
+		if err := json.Unmarshal(e.Value(), &j); err != nil {
+			return fmt.Errorf("decode job %q: %w", k, err)
+		}
+		j.Revision = e.Revision()
+		if err := fn(&j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MarkPollCancel sets CancelRequested on a batch's poll record (missing is
+// not an error: the submitter records it with the job's cancel).
+func (s *Store) MarkPollCancel(ctx context.Context, batchID string) error {
+	for {
+		st, err := s.GetPoll(ctx, batchID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil || st.CancelRequested || st.Final {
+			return err
+		}
+		st.CancelRequested = true
+		if err := s.PutPoll(ctx, st); !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+}

@@ -51,7 +51,7 @@ func (p *Poller) handleCancel(ctx context.Context, m jetstream.Msg) {
 		}
 		// Recorded on the batch's poll record first: its claim sends the
 		// cancel again until the vendor takes it.
-		if err := p.markCancel(ctx, a.BatchID); err != nil {
+		if err := p.d.Store.MarkPollCancel(ctx, a.BatchID); err != nil {
 			log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("record cancel on the batch, will retry")
 			_ = m.NakWithDelay(p.cfg.InitialInterval)
 			return
@@ -63,23 +63,6 @@ func (p *Poller) handleCancel(ctx context.Context, m jetstream.Msg) {
 		log.Info().Str("batch_id", a.BatchID).Msg("vendor batch cancel requested")
 	}
 	_ = m.Ack()
-}
-
-// markCancel sets CancelRequested on a batch's poll record.
-func (p *Poller) markCancel(ctx context.Context, batchID string) error {
-	for {
-		st, err := p.d.Store.GetPoll(ctx, batchID)
-		if errors.Is(err, jobstore.ErrNotFound) {
-			return nil // the submitter records it with the job's cancel
-		}
-		if err != nil || st.CancelRequested {
-			return err
-		}
-		st.CancelRequested = true
-		if err := p.d.Store.PutPoll(ctx, st); !errors.Is(err, jobstore.ErrConflict) {
-			return err
-		}
-	}
 }
 
 // checkCancel sends a requested cancel again while the vendor has not

@@ -23,6 +23,7 @@ type Metrics struct {
 	Completed       *prometheus.CounterVec // outcome
 	Retries         *prometheus.CounterVec // reason
 	WebhookAttempts *prometheus.CounterVec // result: ok, retry, dead_letter
+	Rescued         *prometheus.CounterVec // what
 }
 
 // NewMetrics registers the metrics on reg.
@@ -54,8 +55,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Retry batches started, by dominant reason."}, []string{"reason"}),
 		WebhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_notify_webhook_attempts_total",
 			Help: "Outbound webhook delivery attempts by result (ok, retry, dead_letter)."}, []string{"result"}),
+		Rescued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_rescued_total",
+			Help: "Stalled steps the rescuer re-drove, by what (submit, collect, decide, complete, slot, cancel)."}, []string{"what"}),
 	}
-	reg.MustRegister(m.BatchesCreated, m.Adopted, m.SubmitErrors, m.Invalid, m.AdmissionWaits,
+	reg.MustRegister(m.Rescued, m.BatchesCreated, m.Adopted, m.SubmitErrors, m.Invalid, m.AdmissionWaits,
 		m.PollGets, m.Sweeps, m.SweepLast, m.SweepActive, m.Transitions, m.Completed, m.Retries, m.WebhookAttempts)
 	return m
 }
@@ -142,5 +145,12 @@ func (m *Metrics) RetryStarted(reason string) {
 func (m *Metrics) WebhookAttempt(result string) {
 	if m != nil {
 		m.WebhookAttempts.WithLabelValues(result).Inc()
+	}
+}
+
+// Rescue counts one step the rescuer re-drove.
+func (m *Metrics) Rescue(what string) {
+	if m != nil {
+		m.Rescued.WithLabelValues(what).Inc()
 	}
 }
