@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
 )
 
 // Bucket is the KV bucket of the admission state.
@@ -174,7 +176,7 @@ func (c *Controller) update(ctx context.Context, fn func(*State) bool) error {
 		if err == nil {
 			return nil
 		}
-		if !isConflict(err) {
+		if !jobstore.IsWrongRevision(err) {
 			return fmt.Errorf("write admission state: %w", err)
 		}
 		if ctx.Err() != nil {
@@ -184,10 +186,3 @@ func (c *Controller) update(ctx context.Context, fn func(*State) bool) error {
 	return errors.New("admission: too much contention on the state")
 }
 
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
-}

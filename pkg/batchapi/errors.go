@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
+
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 )
 
 // Kind classifies a vendor error.
@@ -89,7 +90,7 @@ func Classify(ctx context.Context, op string, err error) error {
 	if errors.As(err, &apiErr) {
 		e := &Error{Op: op, StatusCode: apiErr.StatusCode, Code: apiErr.Code, Message: apiErr.Message, Err: err}
 		if apiErr.Response != nil {
-			e.RetryAfter = retryAfter(apiErr.Response.Header, time.Now())
+			e.RetryAfter, _ = backoff.RetryAfter(apiErr.Response.Header, time.Now())
 		}
 		switch {
 		case apiErr.StatusCode == http.StatusTooManyRequests:
@@ -103,26 +104,6 @@ func Classify(ctx context.Context, op string, err error) error {
 	}
 	// No HTTP answer: timeout, refused or dropped connection.
 	return &Error{Op: op, Kind: Unavailable, Message: err.Error(), Err: err}
-}
-
-// retryAfter parses retry-after-ms, then Retry-After (seconds or HTTP date).
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	if v := h.Get("Retry-After-Ms"); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			return time.Duration(ms * float64(time.Millisecond))
-		}
-	}
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
-		return time.Duration(s * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // AsError returns err's *Error, if it has one.

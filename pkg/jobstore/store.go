@@ -179,7 +179,7 @@ func (s *Store) Update(ctx context.Context, j *Job) error {
 	defer cancel()
 	rev, err := s.jobs.Update(ctx, KVKey(j.Key), data, j.Revision)
 	if err != nil {
-		if isWrongRevision(err) {
+		if IsWrongRevision(err) {
 			return fmt.Errorf("update job %q: %w", j.Key, ErrConflict)
 		}
 		return fmt.Errorf("update job %q: %w", j.Key, err)
@@ -191,7 +191,10 @@ func (s *Store) Update(ctx context.Context, j *Job) error {
 // ErrConflict: the record changed since it was read.
 var ErrConflict = errors.New("jobstore: record changed concurrently")
 
-func isWrongRevision(err error) bool {
+// IsWrongRevision reports whether err is JetStream refusing a
+// compare-and-set (KV Update or Create) because the key's revision moved:
+// the one check every compare-and-set in the fleet uses.
+func IsWrongRevision(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return true
@@ -263,7 +266,7 @@ func (s *Store) PutPoll(ctx context.Context, p *Poll) error {
 		rev, err = s.polls.Update(ctx, KVKey(p.BatchID), data, p.Revision)
 	}
 	if err != nil {
-		if isWrongRevision(err) {
+		if IsWrongRevision(err) {
 			return fmt.Errorf("put poll %q: %w", p.BatchID, ErrConflict)
 		}
 		return fmt.Errorf("put poll %q: %w", p.BatchID, err)

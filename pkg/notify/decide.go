@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
@@ -79,7 +80,7 @@ func (n *Notifier) plan(j *jobstore.Job, merged *results.Merged) plan {
 	if len(retryable) > 0 && !j.CancelRequested && j.Retries() < n.cfg.MaxRetryAttempts && last.State == jobstore.AttemptFinal {
 		key := contract.RetryKey(j.Key, num)
 		return plan{step: stepRetry, ids: retryable, reason: dominantReason(merged, retryable),
-			delay: n.cfg.RetryBackoff << min(num-1, 16),
+			delay: backoff.Policy{Initial: n.cfg.RetryBackoff, Max: maxRetryBackoff, Jitter: backoff.NoJitter}.Next(num-1, nil),
 			next: jobstore.Attempt{N: num, Key: key, State: jobstore.AttemptPending, Count: len(retryable),
 				InputObject: key, Model: j.Attempts[0].Model}}
 	}
@@ -97,6 +98,10 @@ func (n *Notifier) plan(j *jobstore.Job, merged *results.Merged) plan {
 	}
 	return plan{step: stepFinish, outcome: outcome}
 }
+
+// maxRetryBackoff caps the wait before a retry batch (RETRY_BACKOFF doubled
+// per attempt).
+const maxRetryBackoff = time.Hour
 
 // needInput stops a record change until the retry input it names is stored.
 type needInput struct{ p plan }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/webhook"
@@ -142,8 +143,7 @@ func (n *Notifier) deliver(ctx context.Context, sender *webhook.Sender, url stri
 		_ = m.Ack()
 		return
 	}
-	wait := n.cfg.Webhooks.RetryInitial << min(attempt-1, 20)
-	wait = min(wait, 10*time.Minute)
+	wait := backoff.Policy{Initial: n.cfg.Webhooks.RetryInitial, Max: 10 * time.Minute, Jitter: backoff.NoJitter}.Next(attempt-1, nil)
 	var de *webhook.DeliveryError
 	if errors.As(err, &de) && de.RetryAfter > wait {
 		wait = min(de.RetryAfter, 10*time.Minute)

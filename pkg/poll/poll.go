@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
@@ -200,20 +200,20 @@ const (
 // since the last change), capped, jittered, and initial while finalizing.
 // With the fixed strategy it is always the initial interval.
 func (p *Poller) Delay(status string, pollsSinceChange int) time.Duration {
-	d := p.cfg.InitialInterval
 	if p.cfg.Strategy == StrategyFixed {
-		return d
+		return p.cfg.InitialInterval
 	}
-	if status != contract.StatusFinalizing && pollsSinceChange > 0 {
-		f := float64(p.cfg.InitialInterval) * math.Pow(2, float64(min(pollsSinceChange, 40)))
-		d = time.Duration(min(f, float64(p.cfg.MaxInterval)))
+	n := pollsSinceChange
+	if status == contract.StatusFinalizing {
+		n = 0
 	}
-	return p.jittered(d)
-}
-
-// jittered moves d by up to +-Jitter of itself, capped at MaxInterval.
-func (p *Poller) jittered(d time.Duration) time.Duration {
-	return min(p.jitter(d), p.cfg.MaxInterval)
+	pol := backoff.Policy{Initial: p.cfg.InitialInterval, Max: p.cfg.MaxInterval, Multiplier: 2, Jitter: p.cfg.Jitter}
+	if pol.Jitter <= 0 {
+		pol.Jitter = backoff.NoJitter
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return pol.Next(max(n, 0), p.rnd)
 }
 
 func (p *Poller) jitter(d time.Duration) time.Duration {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/batchfleet/batchfleet/pkg/backoff"
 )
 
 // DefaultTimeout is how long Send waits for an answer (contract: "no answer
@@ -129,22 +131,12 @@ func (s *Sender) Send(ctx context.Context, url, id string, body []byte) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	return &DeliveryError{StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), now())}
+	return &DeliveryError{StatusCode: resp.StatusCode, RetryAfter: retryHint(resp.Header, now())}
 }
 
-// retryAfter reads a Retry-After value: delay seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+
+// retryHint is the subscriber's Retry-After hint, capped at a day.
+func retryHint(h http.Header, now time.Time) time.Duration {
+	d, _ := backoff.RetryAfter(h, now)
+	return min(d, 24*time.Hour)
 }
