@@ -185,4 +185,3 @@ func (c *Controller) update(ctx context.Context, fn func(*State) bool) error {
 	}
 	return errors.New("admission: too much contention on the state")
 }
-

@@ -134,7 +134,6 @@ func (s *Sender) Send(ctx context.Context, url, id string, body []byte) error {
 	return &DeliveryError{StatusCode: resp.StatusCode, RetryAfter: retryHint(resp.Header, now())}
 }
 
-
 // retryHint is the subscriber's Retry-After hint, capped at a day.
 func retryHint(h http.Header, now time.Time) time.Duration {
 	d, _ := backoff.RetryAfter(h, now)
