@@ -40,6 +40,9 @@ type fleetOpts struct {
 	EmulatorEnv []string
 	// WorkerEnv adds worker settings (beyond the contract's variables).
 	WorkerEnv []string
+	// NATSURL is a JetStream server the test runs itself (default: an
+	// embedded one per test).
+	NATSURL string
 }
 
 // startFleet starts JetStream, redis-server and the emulator; workers are
@@ -47,9 +50,13 @@ type fleetOpts struct {
 func startFleet(t *testing.T, o fleetOpts) *fleet {
 	t.Helper()
 	f := &fleet{t: t, procs: map[string][]*fleettest.Process{}}
-	f.NATS = fleettest.StartNATS(t)
+	natsURL := o.NATSURL
+	if natsURL == "" {
+		f.NATS = fleettest.StartNATS(t)
+		natsURL = f.NATS.URL()
+	}
 	f.Redis = fleettest.StartRedis(t)
-	_, f.JS = fleettest.Connect(t, f.NATS.URL())
+	_, f.JS = fleettest.Connect(t, natsURL)
 	emuEnv := append([]string{
 		"EMULATOR_ADDR=127.0.0.1:0", "EMULATOR_API_KEY=sk-test",
 		"EMULATOR_VALIDATING_FOR=100ms", "EMULATOR_IN_PROGRESS_FOR=500ms", "EMULATOR_FINALIZING_FOR=100ms",
@@ -62,7 +69,7 @@ func startFleet(t *testing.T, o fleetOpts) *fleet {
 	require.NoError(t, json.Unmarshal([]byte(line), &l), line)
 	f.EmuURL = l.BaseURL
 	f.env = append([]string{
-		"NATS_URL=" + f.NATS.URL(), "REDIS_URL=" + f.Redis.URL(),
+		"NATS_URL=" + natsURL, "REDIS_URL=" + f.Redis.URL(),
 		"OPENAI_API_KEY=sk-test", "OPENAI_BASE_URL=" + f.EmuURL,
 		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s", "POLL_RATE=1000/s",
 		// The sweep runs beside the claims in every test, so both paths

@@ -52,7 +52,7 @@ func (s *Submitter) submitJob(ctx context.Context, jobKey, key string, req *cont
 		var held *lock.HeldError
 		if errors.As(err, &held) {
 			log.Debug().Dur("ttl", held.TTL).Msg("key locked by another submitter, later")
-			return later(min(held.TTL, s.cfg.LockTTL)), nil
+			return later(min(held.TTL, s.cfg.LockTTL/6)), nil
 		}
 		return verdict{}, fmt.Errorf("lock %q: %w", key, err)
 	}
