@@ -6,7 +6,6 @@
 package intake
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/results"
 )
 
 // MaxBytes is the largest batch input file the vendor takes (OpenAI:
@@ -50,44 +50,45 @@ type Summary struct {
 func Check(r io.Reader, endpoint string) (Summary, error) {
 	var sum Summary
 	seen := make(map[string]struct{})
-	br := bufio.NewReaderSize(r, 64<<10)
-	var long []byte
-	for n := 1; ; n++ {
-		b, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long[:0], b...)
-			for errors.Is(err, bufio.ErrBufferFull) && int64(len(long)) <= MaxBytes {
-				b, err = br.ReadSlice('\n')
-				long = append(long, b...)
-			}
-			b = long
+	cr := &counter{r: io.LimitReader(r, MaxBytes+1)}
+	tooLarge := contract.Errorf(contract.CodeInvalidInput, "the file is larger than %d bytes, the vendor's limit", MaxBytes)
+	err := results.ScanLines(cr, func(n int, b []byte) error {
+		if cr.n > MaxBytes {
+			return tooLarge
 		}
-		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
-			return sum, fmt.Errorf("read input line %d: %w", n, err)
+		if sum.Lines == MaxLines {
+			return contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, MaxLines)
 		}
-		sum.Bytes += int64(len(b))
-		if sum.Bytes > MaxBytes {
-			return sum, contract.Errorf(contract.CodeInvalidInput, "line %d: the file is larger than %d bytes, the vendor's limit", n, MaxBytes)
+		if cerr := sum.add(n, bytes.TrimSpace(b), endpoint, seen); cerr != nil {
+			return cerr
 		}
-		if line := bytes.TrimSpace(b); len(line) > 0 {
-			if sum.Lines == MaxLines {
-				return sum, contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, MaxLines)
-			}
-			if cerr := sum.add(n, line, endpoint, seen); cerr != nil {
-				return sum, cerr
-			}
-		}
-		if err != nil { // io.EOF
-			break
-		}
-		if cap(long) > 1<<20 {
-			long = nil
-		}
-	}
-	if sum.Lines == 0 {
+		return nil
+	})
+	sum.Bytes = cr.n
+	var ce *contract.Error
+	switch {
+	case errors.As(err, &ce):
+		return sum, ce
+	case err != nil:
+		return sum, fmt.Errorf("read input: %w", err)
+	case cr.n > MaxBytes:
+		return sum, tooLarge
+	case sum.Lines == 0:
 		return sum, contract.Errorf(contract.CodeInvalidInput, "the file has no requests")
 	}
 	return sum, nil
+}
+
+// counter counts the bytes read through it.
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // add checks one non-blank line and counts it. gjson validates the line

@@ -2,12 +2,14 @@ package notify
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
@@ -284,42 +286,21 @@ func (n *Notifier) scanInput(ctx context.Context, a *jobstore.Attempt, fn func(i
 		return err
 	}
 	defer rc.Close()
-	br := bufio.NewReaderSize(rc, 64<<10)
-	for num := 1; ; num++ {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				line, err = br.ReadSlice('\n')
-				long = append(long, line...)
-			}
-			line = long
+	err = results.ScanLines(rc, func(_ int, line []byte) error {
+		id := gjson.GetBytes(line, "custom_id")
+		if id.Type != gjson.String || id.Str == "" {
+			return errors.New("no custom_id")
 		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read input of %s line %d: %w", a.Key, num, err)
-		}
-		if len(trimSpace(line)) > 0 {
-			var l struct {
-				CustomID string `json:"custom_id"`
-			}
-			if jerr := json.Unmarshal(line, &l); jerr != nil || l.CustomID == "" {
-				return fmt.Errorf("input of %s line %d has no custom_id", a.Key, num)
-			}
-			if ferr := fn(l.CustomID, line); ferr != nil {
-				return ferr
-			}
-		}
-		if err != nil {
-			return nil
-		}
+		return fn(id.Str, line)
+	})
+	if err != nil {
+		return fmt.Errorf("read input of %s: %w", a.Key, err)
 	}
+	return nil
 }
 
 func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return bytes.TrimRight(b, " \t\r\n")
 }
 
 // writeRetryInput stores, as batch_inputs/<key>, the lines of the job's

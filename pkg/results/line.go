@@ -149,7 +149,7 @@ func marshalNoEscape(v any) ([]byte, error) {
 // 200 MB file costs its longest line in memory, not its size. fn owns the
 // Line it receives.
 func Scan(r io.Reader, fn func(Line) error) error {
-	return scanLines(r, func(n int, b []byte) error {
+	return ScanLines(r, func(n int, b []byte) error {
 		l, err := ParseLine(b)
 		if err != nil {
 			return err
@@ -158,9 +158,13 @@ func Scan(r io.Reader, fn func(Line) error) error {
 	})
 }
 
-// scanLines calls fn with each non-blank line of r (without its line
-// terminator) and its 1-based number. b is only valid during the call.
-func scanLines(r io.Reader, fn func(n int, b []byte) error) error {
+// ScanLines calls fn with each non-blank line of r (its terminator
+// included) and its 1-based number; b is only valid during the call. It
+// reads lines of any length holding one at a time, and stops at the first
+// error of fn, returned as "line N: ..." wrapping it. Every JSONL reader
+// of the fleet (input checks, output files, merged results) goes through
+// it.
+func ScanLines(r io.Reader, fn func(n int, b []byte) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var long []byte // accumulates lines longer than the reader's buffer
 	for n := 1; ; n++ {

@@ -393,7 +393,7 @@ func (w *Writer) Flush() (int, error) {
 
 // readRecords calls fn with each checked line of a merged results file.
 func readRecords(r io.Reader, fn func(attempt int, l Line) error) error {
-	return scanLines(r, func(_ int, b []byte) error {
+	return ScanLines(r, func(_ int, b []byte) error {
 		var rec record
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
@@ -448,7 +448,7 @@ func (m *Merged) Merge(w io.Writer, sources ...io.Reader) (int, error) {
 	for i, src := range sources {
 		// The sources are the fleet's own files: only custom_id and
 		// attempt are looked up, and kept lines are copied as they are.
-		err := scanLines(src, func(_ int, b []byte) error {
+		err := ScanLines(src, func(_ int, b []byte) error {
 			f := gjson.GetManyBytes(b, "custom_id", "attempt")
 			if f[0].Type != gjson.String || f[1].Type != gjson.Number {
 				return fmt.Errorf("%w: not a merged results line", ErrInvalidLine)
