@@ -11,6 +11,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
@@ -44,6 +45,20 @@ func TestRescuerFinishesJobsWhoseHandOffWasLost(t *testing.T) {
 	// 2: a batch ends while no notifier runs.
 	f.publish(contract.Request{IdempotencyKey: "rescue-collect", Requests: chatRequests("rescue-collect", 2)}, true)
 	fleettest.ReadN(t, finalStates, 2, 60*time.Second)
+	// The poll record says final only once the hand-off is published.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := jobstore.Open(ctx, f.JS, jobstore.Settings{})
+	require.NoError(t, err)
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
+		for _, b := range f.vendorBatches() {
+			if b.Metadata[contract.MetaIdempotencyKey] == "rescue-collect" {
+				st, err := store.GetPoll(ctx, b.ID)
+				return err == nil && st.Final
+			}
+		}
+		return false
+	}, "rescue-collect handed to the notifiers")
 	f.purgeFinals()
 
 	rescuer := f.start("notifier", 1)[0]
