@@ -154,8 +154,8 @@ func TestCancelRacingCreateIsRetried(t *testing.T) {
 // through the whole call, so no other poller takes the batch meanwhile
 // and no two GETs of a batch overlap.
 func TestClaimHeldThroughSlowGet(t *testing.T) {
-	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_LATENCY=1500ms"},
-		WorkerEnv: []string{"POLL_LEASE=1s", "POLL_SWEEP_INTERVAL=0", "VENDOR_CALL_TIMEOUT=10s"}})
+	f := startFleet(t, fleetOpts{EmulatorEnv: []string{"EMULATOR_LATENCY=3s"},
+		WorkerEnv: []string{"POLL_LEASE=2s", "POLL_SWEEP_INTERVAL=0", "VENDOR_CALL_TIMEOUT=10s"}})
 	f.start("submitter", 1)
 	f.start("notifier", 1)
 	f.start("poller", 2)
@@ -163,5 +163,5 @@ func TestClaimHeldThroughSlowGet(t *testing.T) {
 	keys := f.publishJobs("slow-get", 3, 1, true)
 	f.expectOneEach(completed, keys, 120*time.Second)
 	gets := f.assertNoOverlappingGets()
-	t.Logf("%d GETs of 1.5s under a 1s lease, none overlapping", gets)
+	t.Logf("%d GETs of 3s under a 2s lease, none overlapping", gets)
 }
