@@ -165,3 +165,29 @@ func TestClaimHeldThroughSlowGet(t *testing.T) {
 	gets := f.assertNoOverlappingGets()
 	t.Logf("%d GETs of 3s under a 2s lease, none overlapping", gets)
 }
+
+// The vendor creates the batch but drops the answer, and its List fails
+// for a while, so the search for the batch fails too: the job must not
+// end failed (its batch exists and bills) but search again until the
+// vendor answers, then adopt the batch.
+func TestUnresolvedCreateIsNeverAbandoned(t *testing.T) {
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"SUBMIT_MAX_TRIES=1", "VENDOR_CALL_TIMEOUT=2s", "SUBMIT_CREATE_MARGIN=500ms"}})
+	f.setFaults(emulator.Faults{DropAfterCreateRate: 1, Ops: map[string]emulator.OpFaults{emulator.OpList: {ServerErrorRate: 1}}})
+	f.startAll()
+	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
+	f.publish(contract.Request{IdempotencyKey: "unresolved", Requests: chatRequests("unresolved", 2)}, true)
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
+		s := f.stats()
+		return s.CallsByOp[emulator.OpCreate] >= 1 && s.CallsByOp[emulator.OpList] >= 3
+	}, "the create was dropped and the searches failed")
+	select {
+	case ev := <-completed:
+		t.Fatalf("the job ended while its create was unresolved: %s %+v", ev.Outcome, ev.Error)
+	case <-time.After(5 * time.Second): // the window in which the old code gave up
+	}
+	f.setFaults(emulator.Faults{})
+	ev := fleettest.ReadN(t, completed, 1, 60*time.Second)[0]
+	require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, "%+v", ev.Error)
+	require.Len(t, ev.BatchIDs, 1)
+	require.Equal(t, map[string]int{"unresolved": 1}, f.batchesPerKey())
+}
