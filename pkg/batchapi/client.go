@@ -141,7 +141,9 @@ func (c *Client) UploadFrom(ctx context.Context, name string, r io.Reader, size 
 		return "", fmt.Errorf("upload file: %w", err)
 	}
 	suffix := head.Bytes()
-	body := io.MultiReader(bytes.NewReader(prefix), r, bytes.NewReader(suffix))
+	// A reader that ends early fails before the closing boundary is sent,
+	// so the vendor never stores a truncated file as a complete one.
+	body := io.MultiReader(bytes.NewReader(prefix), &exactReader{r: r, left: size}, bytes.NewReader(suffix))
 	length := int64(len(prefix)) + size + int64(len(suffix))
 	var f openai.FileObject
 	err := c.c.Post(ctx, "files", nil, &f,
@@ -154,6 +156,31 @@ func (c *Client) UploadFrom(ctx context.Context, name string, r io.Reader, size 
 		return "", Classify(ctx, "upload file", err)
 	}
 	return f.ID, nil
+}
+
+// exactReader yields exactly left bytes of r: io.ErrUnexpectedEOF if r
+// ends sooner.
+type exactReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if errors.Is(err, io.EOF) {
+		if e.left > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	return n, err
 }
 
 // CreateParams are a batch's creation parameters.
