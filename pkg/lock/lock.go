@@ -447,3 +447,30 @@ func (lk *Lock) keepAlive(ctx context.Context, done chan<- struct{}) {
 		timer.Reset(wait)
 	}
 }
+
+// Acquirer takes a lock on a key.
+type Acquirer interface {
+	Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error)
+}
+
+// Lead elects one leader among processes: it tries to take key every
+// retry and, while it holds it, runs lead, which must return once the
+// lock is lost (Lost) or ctx ends. It returns when ctx ends. The lock's
+// TTL bounds how long a dead leader keeps the others waiting.
+func Lead(ctx context.Context, l Acquirer, key string, ttl, retry time.Duration, log zerolog.Logger, lead func(context.Context, *Lock)) {
+	for {
+		lk, err := l.Acquire(ctx, key, ttl)
+		switch {
+		case err == nil:
+			lead(ctx, lk)
+		case errors.Is(err, ErrNotAcquired) || ctx.Err() != nil:
+		default:
+			log.Warn().Err(err).Str("lock_key", key).Msg("leadership: lock")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}

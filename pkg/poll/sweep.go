@@ -88,21 +88,8 @@ func (p *Poller) runSweeper(ctx context.Context) error {
 		return nil
 	}
 	ttl := max(2*p.cfg.SweepInterval, 5*time.Second)
-	for {
-		lk, err := p.d.Leader.Acquire(ctx, sweepLockKey, ttl)
-		switch {
-		case err == nil:
-			p.lead(ctx, lk)
-		case errors.Is(err, lock.ErrNotAcquired) || ctx.Err() != nil:
-		default:
-			p.log.Warn().Err(err).Msg("sweep leadership: lock")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(p.cfg.SweepInterval):
-		}
-	}
+	lock.Lead(ctx, p.d.Leader, sweepLockKey, ttl, p.cfg.SweepInterval, p.log, p.lead)
+	return nil
 }
 
 // lead sweeps every SweepInterval (back to back when a sweep takes longer)

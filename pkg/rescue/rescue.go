@@ -37,11 +37,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
-// leader elects the one rescuer of the fleet.
-type leader interface {
-	Acquire(ctx context.Context, key string, ttl time.Duration) (*lock.Lock, error)
-}
-
 // slots is the admission state the rescuer repairs.
 type slots interface {
 	Enabled() bool
@@ -53,7 +48,7 @@ type slots interface {
 type Deps struct {
 	JS      jetstream.Publisher
 	Store   *jobstore.Store
-	Leader  leader
+	Leader  lock.Acquirer
 	Slots   slots
 	Metrics *telemetry.Metrics
 	Logger  zerolog.Logger
@@ -111,22 +106,8 @@ const leaderKey = "batchfleet:rescuer"
 
 // Run scans every Interval while it leads, until ctx is done.
 func (r *Rescuer) Run(ctx context.Context) error {
-	ttl := max(2*r.cfg.Interval, 10*time.Second)
-	for {
-		lk, err := r.d.Leader.Acquire(ctx, leaderKey, ttl)
-		switch {
-		case err == nil:
-			r.lead(ctx, lk)
-		case errors.Is(err, lock.ErrNotAcquired) || ctx.Err() != nil:
-		default:
-			r.log.Warn().Err(err).Msg("rescuer leadership: lock")
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(r.cfg.Interval):
-		}
-	}
+	lock.Lead(ctx, r.d.Leader, leaderKey, max(2*r.cfg.Interval, 10*time.Second), r.cfg.Interval, r.log, r.lead)
+	return nil
 }
 
 func (r *Rescuer) lead(ctx context.Context, lk *lock.Lock) {
