@@ -3,8 +3,8 @@
 // and re-drives each step that has not happened within a bound after the
 // write that called for it:
 //
-//   - submit: a retry attempt recorded but not submitted, or a create
-//     whose outcome is unknown (mark, no batch) that nobody resolves;
+//   - submit: a create whose outcome is unknown (mark, no batch) that
+//     nobody resolved after its settle time;
 //   - collect: a batch its poll record saw final but whose results were
 //     never merged;
 //   - decide: every attempt ended but no next step recorded;
@@ -14,9 +14,10 @@
 //   - slot: an admission slot held by an attempt that ended, or by no job.
 //
 // Every re-drive is the same idempotent hand-off the workers make (the
-// receiver checks the record), published under a fresh message id so the
-// duplicate window cannot swallow it. Each is logged and counted in
-// batchfleet_rescued_total{what}.
+// receiver checks the record), published under a message id of its own
+// ("<key>:rescue:<what>"), so the original's duplicate window cannot
+// swallow it and at most one re-drive per step is in flight per window.
+// Each is logged and counted in batchfleet_rescued_total{what}.
 package rescue
 
 import (
@@ -24,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,20 +200,13 @@ func (r *Rescuer) job(ctx context.Context, j *jobstore.Job) (int, error) {
 	return n + k, err
 }
 
-// stalledPending reports whether a pending attempt should have been
-// submitted by now: due for After, or a create mark settled for After.
-// Under an admission cap a due attempt may be waiting its turn: then only
-// a stalled create mark counts (a lost retry hand-off is re-driven by the
-// notifiers' redelivery instead).
+// stalledPending reports whether a pending attempt's create mark settled
+// After ago without being resolved. A due attempt without a mark is not
+// re-driven: it may be waiting its turn (admission cap, create rate) with
+// its message held, and a lost retry hand-off is re-driven by the
+// notifiers' redelivery (the final hand-off is acked only after it).
 func (r *Rescuer) stalledPending(a jobstore.Attempt) bool {
-	now := r.d.Now()
-	if !a.CreateDeadline.IsZero() {
-		return now.Sub(a.CreateDeadline) > r.cfg.After
-	}
-	if r.d.Slots != nil && r.d.Slots.Enabled() {
-		return false
-	}
-	return now.Sub(a.NotBefore) > r.cfg.After
+	return !a.CreateDeadline.IsZero() && r.d.Now().Sub(a.CreateDeadline) > r.cfg.After
 }
 
 // submitted re-drives a submitted attempt whose batch its poll record saw
@@ -264,9 +257,11 @@ func (r *Rescuer) freeSlots(ctx context.Context, held map[string]bool) (int, err
 	return n, nil
 }
 
-// redrive publishes a hand-off again under a fresh message id.
+// redrive publishes a hand-off again, under a message id of its own that
+// the duplicate window keeps to one re-drive per step per window (a step
+// still stalled after that is re-driven again).
 func (r *Rescuer) redrive(ctx context.Context, what, key, subject string, task any) (int, error) {
-	id := fmt.Sprintf("%s:rescue:%s:%s", key, what, strconv.FormatInt(r.d.Now().UnixNano(), 36))
+	id := fmt.Sprintf("%s:rescue:%s", key, what)
 	if _, err := stream.Publish(ctx, r.d.JS, subject, task, stream.WithMsgID(id)); err != nil {
 		return 0, fmt.Errorf("re-drive %s of %s: %w", what, key, err)
 	}

@@ -64,14 +64,21 @@ func TestScanRedrivesStalledSteps(t *testing.T) {
 	require.NoError(t, st.PutPoll(ctx, &jobstore.Poll{BatchID: "batch_c", Final: true, ChangedAt: now}))
 	create(&jobstore.Job{Key: "submit", Attempts: []jobstore.Attempt{
 		{Key: "submit", State: jobstore.AttemptFinal, BatchID: "batch_s"},
-		{N: 1, Key: "submit:retry-1", State: jobstore.AttemptPending, InputObject: "submit:retry-1", NotBefore: now},
+		{N: 1, Key: "submit:retry-1", State: jobstore.AttemptPending, InputObject: "submit:retry-1", NotBefore: now,
+			CreateStartedAt: now.Add(-2 * time.Second), CreateDeadline: now},
 	}})
 	create(&jobstore.Job{Key: "decide", Attempts: []jobstore.Attempt{{Key: "decide", State: jobstore.AttemptFinal, BatchID: "batch_d"}}})
 	create(&jobstore.Job{Key: "cancel", CancelRequested: true,
 		Attempts: []jobstore.Attempt{{Key: "cancel", State: jobstore.AttemptSubmitted, BatchID: "batch_x"}}})
 	require.NoError(t, st.PutPoll(ctx, &jobstore.Poll{BatchID: "batch_x", Status: "in_progress", ChangedAt: now}))
-	// A live attempt in its first request: its message is still in its stream.
+	// A live attempt in its first request (its message is still in its
+	// stream) and a due retry without a create mark (it may be waiting its
+	// turn): neither is re-driven.
 	create(&jobstore.Job{Key: "fresh", Attempts: []jobstore.Attempt{{Key: "fresh", State: jobstore.AttemptPending}}})
+	create(&jobstore.Job{Key: "waiting", Attempts: []jobstore.Attempt{
+		{Key: "waiting", State: jobstore.AttemptFinal, BatchID: "batch_w"},
+		{N: 1, Key: "waiting:retry-1", State: jobstore.AttemptPending, InputObject: "waiting:retry-1", NotBefore: now},
+	}})
 
 	leader := lock.New(rd.Client(t), lock.Options{})
 	later := func() time.Time { return time.Now().Add(time.Hour) }
