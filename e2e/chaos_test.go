@@ -55,19 +55,7 @@ func (f *fleet) chaosJobs(prefix string, n int) []string {
 // fleet's promises against the vendor's own record of its batches.
 func (f *fleet) checkPromises(completed <-chan contract.Completed, keys []string, timeout time.Duration) map[string]time.Time {
 	f.t.Helper()
-	arrived := map[string]time.Time{}
-	want := map[string]bool{}
-	for _, k := range keys {
-		want[k] = true
-	}
-	got := map[string]contract.Completed{}
-	for _, ev := range fleettest.ReadN(f.t, completed, len(keys), timeout) {
-		require.True(f.t, want[ev.IdempotencyKey], "unexpected key %s", ev.IdempotencyKey)
-		_, dup := got[ev.IdempotencyKey]
-		require.False(f.t, dup, "second batch.completed for %s", ev.IdempotencyKey)
-		got[ev.IdempotencyKey] = ev
-		arrived[ev.IdempotencyKey] = time.Now()
-	}
+	got, arrived := f.readOneEach(completed, keys, timeout)
 	perKey := map[string]int{}
 	for _, b := range f.vendorBatches() {
 		key := b.Metadata[contract.MetaIdempotencyKey]
@@ -77,7 +65,7 @@ func (f *fleet) checkPromises(completed <-chan contract.Completed, keys []string
 		if of := b.Metadata[contract.MetaRetryOf]; of != "" {
 			job = of
 		}
-		if !want[job] {
+		if _, ours := got[job]; !ours {
 			continue
 		}
 		require.Contains(f.t, got[job].BatchIDs, b.ID, "orphan: vendor batch %s of %s not in its batch_ids", b.ID, job)

@@ -46,11 +46,7 @@ func TestNoDoubleBillingKilledBetweenCreateAndRecord(t *testing.T) {
 	victim := f.start("submitter", 1, failpoint.Env+"=submit/after-create=kill@3")[0]
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	keys := f.publishJobs("kill", 10, 2, true)
-	select {
-	case <-victim.Done():
-	case <-time.After(60 * time.Second):
-		t.Fatal("the failpoint never killed the submitter")
-	}
+	awaitKilled(t, victim, 60*time.Second)
 	f.start("submitter", 1)
 	f.expectOneEach(completed, keys, 120*time.Second)
 	f.noMore(completed, "kill-sentinel")

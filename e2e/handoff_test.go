@@ -16,15 +16,6 @@ import (
 // must follow it; the redelivered message must re-drive the hand-off
 // instead of reading the record as proof that it happened.
 
-func awaitKilled(t *testing.T, p *fleettest.Process) {
-	t.Helper()
-	select {
-	case <-p.Done():
-	case <-time.After(90 * time.Second):
-		t.Fatal("the failpoint never killed the worker")
-	}
-}
-
 // The notifier dies after recording a retry attempt, before handing it to
 // the submitters: the redelivered final hand-off hands it off again.
 func TestRetryRecordedThenKilled(t *testing.T) {
@@ -35,7 +26,7 @@ func TestRetryRecordedThenKilled(t *testing.T) {
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	retries := subscribe[contract.Retry](f, contract.SubjectRetry)
 	f.publish(contract.Request{IdempotencyKey: "redrive-retry", Requests: items("redrive-retry", 2, "fail-once", 2)}, true)
-	awaitKilled(t, victim)
+	awaitKilled(t, victim, 90*time.Second)
 	f.start("notifier", 1)
 	ev := fleettest.ReadN(t, completed, 1, 120*time.Second)[0]
 	require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, "%+v", ev)
@@ -56,7 +47,7 @@ func TestAbandonRecordedThenKilled(t *testing.T) {
 	victim := f.start("submitter", 1, failpoint.Env+"=submit/after-abandon-recorded=kill")[0]
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	f.publish(contract.Request{IdempotencyKey: "redrive-abandon", InputFileID: "file-nobody-uploaded"}, true)
-	awaitKilled(t, victim)
+	awaitKilled(t, victim, 90*time.Second)
 	f.start("submitter", 1)
 	ev := fleettest.ReadN(t, completed, 1, 120*time.Second)[0]
 	require.Equal(t, "redrive-abandon", ev.IdempotencyKey)
@@ -76,7 +67,7 @@ func TestRejectRecordedThenKilled(t *testing.T) {
 	victim := f.start("submitter", 1, failpoint.Env+"=submit/after-reject-recorded=kill")[0]
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	f.publishRaw(contract.SubjectRequests, []byte(`{"idempotency_key":"redrive-reject","endpoint":"/v1/nope","requests":[{"custom_id":"a","body":{}}]}`), "")
-	awaitKilled(t, victim)
+	awaitKilled(t, victim, 90*time.Second)
 	f.start("submitter", 1)
 	ev := fleettest.ReadN(t, completed, 1, 120*time.Second)[0]
 	require.Equal(t, "redrive-reject", ev.IdempotencyKey)
@@ -95,7 +86,7 @@ func TestAdmissionSlotFreedWhenNotifierKilled(t *testing.T) {
 	victim := f.start("notifier", 1, failpoint.Env+"=notify/after-attempt-final=kill")[0]
 	completed := subscribe[contract.Completed](f, contract.SubjectCompleted)
 	keys := f.publishJobs("slot", 3, 1, true)
-	awaitKilled(t, victim)
+	awaitKilled(t, victim, 90*time.Second)
 	f.start("notifier", 1)
 	f.expectOneEach(completed, keys, 120*time.Second)
 	f.noMore(completed, "slot-sentinel")

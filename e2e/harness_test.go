@@ -232,22 +232,42 @@ func (f *fleet) publishJobs(prefix string, n, per int, msgID bool) []string {
 // on an unknown key) and checks the vendor made exactly one batch per key.
 func (f *fleet) expectOneEach(completed <-chan contract.Completed, keys []string, timeout time.Duration) map[string]contract.Completed {
 	f.t.Helper()
-	want := map[string]bool{}
-	for _, k := range keys {
-		want[k] = true
-	}
-	got := map[string]contract.Completed{}
-	for _, ev := range fleettest.ReadN(f.t, completed, len(keys), timeout) {
-		require.True(f.t, want[ev.IdempotencyKey], "batch.completed for unexpected key %q", ev.IdempotencyKey)
-		_, dup := got[ev.IdempotencyKey]
-		require.False(f.t, dup, "second batch.completed for %s", ev.IdempotencyKey)
-		got[ev.IdempotencyKey] = ev
-	}
+	got, _ := f.readOneEach(completed, keys, timeout)
 	per := f.batchesPerKey()
 	for _, k := range keys {
 		require.Equal(f.t, 1, per[k], "vendor batches for key %s", k)
 	}
 	return got
+}
+
+// readOneEach reads one batch.completed per key, failing on a second or on
+// an unknown key, and returns the events and when each arrived.
+func (f *fleet) readOneEach(completed <-chan contract.Completed, keys []string, timeout time.Duration) (map[string]contract.Completed, map[string]time.Time) {
+	f.t.Helper()
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	got := map[string]contract.Completed{}
+	arrived := map[string]time.Time{}
+	for _, ev := range fleettest.ReadN(f.t, completed, len(keys), timeout) {
+		require.True(f.t, want[ev.IdempotencyKey], "batch.completed for unexpected key %q", ev.IdempotencyKey)
+		_, dup := got[ev.IdempotencyKey]
+		require.False(f.t, dup, "second batch.completed for %s", ev.IdempotencyKey)
+		got[ev.IdempotencyKey] = ev
+		arrived[ev.IdempotencyKey] = time.Now()
+	}
+	return got, arrived
+}
+
+// awaitKilled waits for a failpoint to kill p.
+func awaitKilled(t *testing.T, p *fleettest.Process, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(timeout):
+		t.Fatal("the failpoint never killed the worker")
+	}
 }
 
 // noMore asserts that no further event arrives while the fleet finishes a

@@ -41,7 +41,7 @@ func TestRescuerFinishesJobsWhoseHandOffWasLost(t *testing.T) {
 	// 1: a notifier records the outcome and dies before publishing it.
 	victim := f.start("notifier", 1, failpoint.Env+"=notify/after-attempt-final=kill")[0]
 	f.publish(contract.Request{IdempotencyKey: "rescue-complete", Requests: chatRequests("rescue-complete", 2)}, true)
-	awaitKilled(t, victim)
+	awaitKilled(t, victim, 90*time.Second)
 	// 2: a batch ends while no notifier runs.
 	f.publish(contract.Request{IdempotencyKey: "rescue-collect", Requests: chatRequests("rescue-collect", 2)}, true)
 	fleettest.ReadN(t, finalStates, 2, 60*time.Second)

@@ -299,10 +299,6 @@ func (n *Notifier) scanInput(ctx context.Context, a *jobstore.Attempt, fn func(i
 	return nil
 }
 
-func trimSpace(b []byte) []byte {
-	return bytes.TrimRight(b, " \t\r\n")
-}
-
 // writeRetryInput stores, as batch_inputs/<key>, the lines of the job's
 // original input whose custom_id is in ids (streamed), and returns an
 // estimate of their input tokens (body bytes / 4, as admission counts).
@@ -318,7 +314,7 @@ func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key s
 			if _, ok := want[id]; !ok {
 				return nil
 			}
-			line = trimSpace(line)
+			line = bytes.TrimRight(line, " \t\r\n")
 			size += int64(len(line))
 			if _, err := bw.Write(line); err != nil {
 				return err

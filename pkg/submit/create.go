@@ -129,7 +129,7 @@ func (s *Submitter) handOffPoll(ctx context.Context, job *jobstore.Job, a *jobst
 	if err := s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll"); err != nil {
 		return err
 	}
-	_, err := s.updateOrMutate(ctx, job, func(j *jobstore.Job) error {
+	_, err := s.d.Store.Apply(ctx, job, func(j *jobstore.Job) error {
 		at := j.Attempt(a.Key)
 		if at == nil || at.PollHandedOff {
 			return jobstore.ErrNoChange
@@ -416,7 +416,7 @@ func (s *Submitter) upload(ctx context.Context, job *jobstore.Job, key string, r
 
 // recordCreated records the vendor batch and hands it to the pollers.
 func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key string, b batchapi.Batch, log zerolog.Logger) (verdict, error) {
-	rec, err := s.updateOrMutate(ctx, job, func(j *jobstore.Job) error {
+	rec, err := s.d.Store.Apply(ctx, job, func(j *jobstore.Job) error {
 		a := j.Attempt(key)
 		if a == nil {
 			return fmt.Errorf("attempt %q vanished", key)
@@ -554,9 +554,4 @@ func (s *Submitter) publishQueued(ctx context.Context, job *jobstore.Job, a *job
 		stream.WithMsgID(a.Key+":"+contract.StatusQueued)); err != nil {
 		log.Warn().Err(err).Msg("publish queued state")
 	}
-}
-
-// updateOrMutate applies fn to the record in hand (see jobstore.Store.Apply).
-func (s *Submitter) updateOrMutate(ctx context.Context, job *jobstore.Job, fn func(*jobstore.Job) error) (*jobstore.Job, error) {
-	return s.d.Store.Apply(ctx, job, fn)
 }
