@@ -18,9 +18,11 @@ import (
 
 func TestMain(m *testing.M) { fleettest.VerifyTestMain(m) }
 
-func consumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, FilterSubject: stream.SubjectSubmit}
+func consumerConfig() jetstream.ConsumerConfig { return namedConsumer("workers", stream.SubjectSubmit) }
+
+func namedConsumer(name, subject string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, FilterSubject: subject}
 }
 
 func setup(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
@@ -98,12 +100,15 @@ func TestConsumeRecreatesDeletedConsumer(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 
-	c2, err := stream.EnsureConsumer(t.Context(), js, stream.Work, consumerConfig())
+	// A consumer of its own (on another subject: one per subject on a work
+	// queue): the server removes a deleted consumer's files asynchronously,
+	// so reusing the name right away can race with that.
+	c2, err := stream.EnsureConsumer(t.Context(), js, stream.Work, namedConsumer("others", stream.SubjectFinal))
 	require.NoError(t, err)
 	go func() {
 		done <- stream.Consume(t.Context(), c2, stream.ConsumeOptions{Concurrency: 2, Logger: zerolog.Nop()}, handler)
 	}()
-	require.NoError(t, js.DeleteConsumer(t.Context(), stream.Work, "workers"))
+	require.NoError(t, js.DeleteConsumer(t.Context(), stream.Work, "others"))
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, stream.ErrConsumerGone)
