@@ -120,8 +120,13 @@ type Job struct {
 	FinishedAt  time.Time            `json:"finished_at,omitzero"`
 	CompletedAt time.Time            `json:"completed_at,omitzero"`
 
+	// Timeline lists what happened to the job, each event recorded in the
+	// write that made it happen (bounded: see Event).
+	Timeline []Event `json:"timeline,omitempty"`
+
 	// Revision is the KV revision the record was read at (not stored).
 	Revision uint64 `json:"-"`
+	seen     *seen
 }
 
 // Attempt returns the attempt with the vendor key, or nil.

@@ -70,6 +70,7 @@ type Store struct {
 	inputs  jetstream.ObjectStore
 	results jetstream.ObjectStore
 	intake  jetstream.ObjectStore
+	index   *index
 	s       Settings
 	now     func() time.Time
 }
@@ -85,6 +86,14 @@ func Open(ctx context.Context, js jetstream.JetStream, s Settings) (*Store, erro
 	}); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", BucketJobs, err)
 	}
+	idx, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketIndex, Description: "one small entry per job, keyed by its state (lists, the report, the rescuer)",
+		TTL: s.Retention, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", BucketIndex, err)
+	}
+	st.index = &index{kv: idx}
 	if st.polls, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: BucketPolls, Description: "polling state per active vendor batch",
 		TTL: s.Retention, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
@@ -143,48 +152,72 @@ func (s *Store) Get(ctx context.Context, key string) (*Job, error) {
 		return nil, fmt.Errorf("decode job %q: %w", key, err)
 	}
 	j.Revision = e.Revision()
+	j.seen = snapshot(&j)
 	return &j, nil
 }
 
-// Create stores a new job record; ErrExists if one is there.
+// Create stores a new job record; ErrExists if one is there. Its index
+// entry is written first, so no record exists without one.
 func (s *Store) Create(ctx context.Context, j *Job) error {
 	now := s.now().UTC()
 	j.CreatedAt, j.UpdatedAt = cmp.Or(j.CreatedAt, now), now
+	tl := j.Timeline
+	j.Timeline = trimTimeline(append(append(j.Timeline, Event{At: now, Kind: EventCreated, Detail: fmt.Sprintf("%d requests", j.Total)}), changes(nil, j, now)...))
 	data, err := json.Marshal(j)
 	if err != nil {
+		j.Timeline = tl
 		return fmt.Errorf("encode job %q: %w", j.Key, err)
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
+	if err := s.index.sync(ctx, "", j); err != nil {
+		j.Timeline = tl
+		return fmt.Errorf("create job %q: %w", j.Key, err)
+	}
 	rev, err := s.jobs.Create(ctx, KVKey(j.Key), data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("create job %q: %w", j.Key, ErrExists)
 	}
 	if err != nil {
+		j.Timeline = tl
 		return fmt.Errorf("create job %q: %w", j.Key, err)
 	}
 	j.Revision = rev
+	j.seen = snapshot(j)
 	return nil
 }
 
-// Update writes j if the stored revision is still j.Revision; a
-// *ConflictError (errors.Is ErrConflict) otherwise.
+// Update writes j if the stored revision is still j.Revision; an error
+// wrapping ErrConflict otherwise. The write appends to the timeline what
+// changed since j was read, and then brings j's index entry up to date
+// (an index write that fails leaves a stale open entry, which readers and
+// the rescuer repair; it does not fail the update).
 func (s *Store) Update(ctx context.Context, j *Job) error {
+	prevUpdated, tl := j.UpdatedAt, j.Timeline
 	j.UpdatedAt = s.now().UTC()
+	j.Timeline = trimTimeline(append(j.Timeline, changes(j.seen, j, j.UpdatedAt)...))
 	data, err := json.Marshal(j)
 	if err != nil {
+		j.UpdatedAt, j.Timeline = prevUpdated, tl
 		return fmt.Errorf("encode job %q: %w", j.Key, err)
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	rev, err := s.jobs.Update(ctx, KVKey(j.Key), data, j.Revision)
 	if err != nil {
+		j.UpdatedAt, j.Timeline = prevUpdated, tl
 		if IsWrongRevision(err) {
 			return fmt.Errorf("update job %q: %w", j.Key, ErrConflict)
 		}
 		return fmt.Errorf("update job %q: %w", j.Key, err)
 	}
 	j.Revision = rev
+	prevKey := ""
+	if j.seen != nil {
+		prevKey = j.seen.indexKey
+	}
+	j.seen = snapshot(j)
+	_ = s.index.sync(ctx, prevKey, j)
 	return nil
 }
 
@@ -434,7 +467,7 @@ func (s *Store) Apply(ctx context.Context, j *Job, fn func(*Job) error) (*Job, e
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("copy job %q: %w", j.Key, err)
 	}
-	c.Revision = j.Revision
+	c.Revision, c.seen = j.Revision, j.seen
 	if err := fn(&c); err != nil {
 		if errors.Is(err, ErrNoChange) {
 			return &c, nil
@@ -475,6 +508,7 @@ func (s *Store) Each(ctx context.Context, fn func(*Job) error) error {
 			return fmt.Errorf("decode job %q: %w", k, err)
 		}
 		j.Revision = e.Revision()
+		j.seen = snapshot(&j)
 		if err := fn(&j); err != nil {
 			return err
 		}

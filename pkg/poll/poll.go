@@ -449,6 +449,7 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 	statusMoved := b.Status != st.Status
 	countsMoved := b.Counts != st.Counts
 	final := contract.TerminalStatus(b.Status)
+	progressed := false
 	if !statusMoved && !countsMoved && !final {
 		return false, nil
 	}
@@ -466,7 +467,14 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 		if _, err := stream.Publish(ctx, p.d.JS, contract.SubjectProgress, ev, stream.WithMsgID(id)); err != nil {
 			return false, err
 		}
-		st.ProgressAt = now
+		st.ProgressAt, progressed = now, true
+	}
+	if (statusMoved || progressed) && !final {
+		// The job record follows the batch (its timeline and index entry
+		// show it); the notifiers record the terminal status with the results.
+		if err := p.recordStatus(ctx, t, b); err != nil {
+			return false, err
+		}
 	}
 	if final {
 		if err := p.handOff(ctx, t); err != nil {
@@ -487,6 +495,24 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// recordStatus writes a batch's status and counts onto its attempt in the
+// job record (a no-op when the record already shows them, or the attempt
+// is no longer running).
+func (p *Poller) recordStatus(ctx context.Context, t stream.PollTask, b batchapi.Batch) error {
+	_, err := p.d.Store.Mutate(ctx, t.JobKey, func(j *jobstore.Job) error {
+		a := j.Attempt(t.Key)
+		if a == nil || a.State != jobstore.AttemptSubmitted || a.BatchID != t.BatchID || (a.Status == b.Status && a.Counts == b.Counts) {
+			return jobstore.ErrNoChange
+		}
+		a.Status, a.Counts = b.Status, b.Counts
+		return nil
+	})
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 func (p *Poller) handOff(ctx context.Context, t stream.PollTask) error {
@@ -518,6 +544,23 @@ func (p *Poller) checkTimeouts(ctx context.Context, st *jobstore.Poll, t stream.
 	ev := contract.Warning{IdempotencyKey: t.Key, BatchID: t.BatchID, Kind: kind, Action: action, Status: b.Status,
 		RequestCounts: b.Counts, AgeSeconds: age.Seconds(), At: now}
 	if _, err := stream.Publish(ctx, p.d.JS, contract.SubjectWarning, ev, stream.WithMsgID(t.BatchID+":"+kind)); err != nil {
+		return err
+	}
+	if _, err := p.d.Store.Mutate(ctx, t.JobKey, func(j *jobstore.Job) error {
+		a := j.Attempt(t.Key)
+		if a == nil {
+			return jobstore.ErrNoChange
+		}
+		for _, e := range j.Timeline {
+			if e.Kind == jobstore.EventWarning && e.BatchID == t.BatchID && e.To == kind {
+				return jobstore.ErrNoChange
+			}
+		}
+		c := b.Counts
+		j.Note(jobstore.Event{At: now, Kind: jobstore.EventWarning, Attempt: a.N, BatchID: t.BatchID, To: kind,
+			Counts: &c, Detail: fmt.Sprintf("batch %s after %s; action %s", b.Status, age.Round(time.Second), cmp.Or(action, "none"))})
+		return nil
+	}); err != nil && !errors.Is(err, jobstore.ErrNotFound) {
 		return err
 	}
 	log := p.log.With().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Dur("age", age).Logger()

@@ -1,5 +1,7 @@
 // Package rescue is the fleet's rescuer (as river's JobRescuer): one
-// leader, elected by a Redis lock, scans the job records every interval
+// leader, elected by a Redis lock, scans the unfinished jobs' records
+// (found through the job index, so a scan costs the backlog, not the
+// history; it repairs stale index entries on the way) every interval
 // and re-drives each step that has not happened within a bound after the
 // write that called for it:
 //
@@ -141,7 +143,7 @@ func (r *Rescuer) lead(ctx context.Context, lk *lock.Lock) {
 func (r *Rescuer) Scan(ctx context.Context) (int, error) {
 	n := 0
 	held := map[string]bool{} // attempt keys whose slot a live attempt holds
-	err := r.d.Store.Each(ctx, func(j *jobstore.Job) error {
+	err := r.d.Store.EachOpen(ctx, func(j *jobstore.Job) error {
 		for _, a := range j.Attempts {
 			if a.Admitted && (a.State == jobstore.AttemptPending || a.State == jobstore.AttemptSubmitted) {
 				held[a.Key] = true
