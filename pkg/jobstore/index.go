@@ -398,3 +398,42 @@ func (s *Store) EachOpen(ctx context.Context, fn func(*Job) error) error {
 	}
 	return nil
 }
+
+// Watch sends the job's record each time it is written, starting with the
+// current one, until ctx is done (then the channel closes). A job not yet
+// created is sent once it is.
+func (s *Store) Watch(ctx context.Context, key string) (<-chan *Job, error) {
+	w, err := s.jobs.Watch(ctx, KVKey(key), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch job %q: %w", key, err)
+	}
+	out := make(chan *Job, 1)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if u == nil {
+					continue
+				}
+				var j Job
+				if json.Unmarshal(u.Value(), &j) != nil {
+					continue
+				}
+				j.Revision = u.Revision()
+				select {
+				case out <- &j:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/config"
+	"github.com/batchfleet/batchfleet/pkg/presence"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
@@ -111,7 +112,10 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 			}, log)
 		})
 	}
-	g.Go(func() error { return w.Run(gctx) })
+	beat, stopBeat := context.WithCancel(gctx)
+	g.Go(func() error { defer stopBeat(); return w.Run(gctx) })
+	// "workers seen": a heartbeat for as long as the worker runs.
+	g.Go(func() error { return presence.Beat(beat, inf.JS, component, cfg.StreamReplicas, log) })
 	errc := make(chan error, 1)
 	go func() { errc <- g.Wait() }()
 	select {

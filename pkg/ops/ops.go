@@ -115,3 +115,21 @@ func Job(ctx context.Context, js jetstream.JetStream, key string) (*jobstore.Job
 	}
 	return st.Get(ctx, key)
 }
+
+// Cancel publishes a batch.cancel for key (the fleet cancels its vendor
+// batches and ends the job cancelled). It fails for a key the fleet has no
+// record of, or whose job is already final.
+func Cancel(ctx context.Context, js jetstream.JetStream, st *jobstore.Store, key string) error {
+	j, err := st.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if j.Final {
+		return fmt.Errorf("job %q is already final (%s)", key, j.Outcome)
+	}
+	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Cancels); err != nil {
+		return err
+	}
+	_, err = stream.Publish(ctx, js, contract.SubjectCancel, contract.Cancel{IdempotencyKey: key})
+	return err
+}
