@@ -1,19 +1,27 @@
-// Command batchfleet is the fleet's operator tool:
+// Command batchfleet is the fleet's operator tool (see package cli):
 //
-//	batchfleet dev                     run the whole fleet in one process on embedded defaults
-//	batchfleet publish [flags] FILE    publish a job (OpenAI batch JSONL, or a batch.requests JSON)
-//	batchfleet results KEY             print a job's merged results
-//	batchfleet job KEY                 print a job's durable record
+//	batchfleet jobs ls|show|watch|cancel|results   list, inspect, follow and cancel jobs
+//	batchfleet report [--since 24h]                the report: outcomes, durations, requests, tokens, cost
+//	batchfleet dlq ls|replay                       dead letters
+//	batchfleet publish --key KEY [--wait] FILE     publish a job
+//	batchfleet ui [--addr 127.0.0.1:8088]          the web dashboard
+//	batchfleet dev [--demo]                        the whole fleet in one process on embedded defaults
+//
+// Every command takes --help, --nats (default $NATS_URL) and -o table|json.
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/batchfleet/batchfleet/pkg/cli"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "batchfleet:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

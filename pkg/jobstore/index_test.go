@@ -77,7 +77,7 @@ func TestIndexFollowsTheRecordAndTheTimelineRecordsEachChange(t *testing.T) {
 	for _, e := range got.Timeline {
 		kinds = append(kinds, e.Kind+":"+e.To)
 	}
-	require.Equal(t, []string{"created:", "state:validating", "submitted:", "state:in_progress", "state:completed", "ended:completed",
+	require.Equal(t, []string{"created:", "submitted:", "state:validating", "state:in_progress", "state:completed", "ended:completed",
 		"retry:", "state:completed", "ended:completed", "final:succeeded", "completed:succeeded"}, kinds)
 }
 

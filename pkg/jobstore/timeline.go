@@ -83,19 +83,26 @@ func changes(prev *seen, j *Job, now time.Time) []Event {
 			}
 			evs = append(evs, Event{At: now, Kind: kind, Attempt: a.N, Detail: detail})
 		}
+		var status []Event
 		if a.Status != p.status && a.Status != "" {
 			c := a.Counts
-			evs = append(evs, Event{At: now, Kind: EventState, Attempt: a.N, BatchID: a.BatchID, From: p.status, To: a.Status, Counts: &c})
+			status = append(status, Event{At: now, Kind: EventState, Attempt: a.N, BatchID: a.BatchID, From: p.status, To: a.Status, Counts: &c})
 		} else if a.Counts != p.counts && a.State == AttemptSubmitted && known {
 			c := a.Counts
-			evs = append(evs, Event{At: now, Kind: EventProgress, Attempt: a.N, BatchID: a.BatchID, To: a.Status, Counts: &c})
+			status = append(status, Event{At: now, Kind: EventProgress, Attempt: a.N, BatchID: a.BatchID, To: a.Status, Counts: &c})
 		}
 		if a.State == p.state {
+			evs = append(evs, status...)
 			continue
 		}
 		switch a.State {
-		case AttemptSubmitted:
+		case AttemptSubmitted: // the batch exists, then it has a status
 			evs = append(evs, Event{At: now, Kind: EventSubmitted, Attempt: a.N, BatchID: a.BatchID, Detail: fmt.Sprintf("%d requests", a.Count)})
+			evs = append(evs, status...)
+		default: // the batch's last status, then its end
+			evs = append(evs, status...)
+		}
+		switch a.State {
 		case AttemptFinal:
 			c := a.Counts
 			ev := Event{At: now, Kind: EventEnded, Attempt: a.N, BatchID: a.BatchID, To: a.Status, Counts: &c}
