@@ -185,7 +185,7 @@ func expectedReport(events map[string]contract.Completed) ops.Report {
 	for _, ev := range events {
 		r.Jobs++
 		r.ByOutcome[ev.Outcome]++
-		d := ev.CompletedAt.Sub(ev.CreatedAt)
+		d := ev.CompletedAt.Sub(ev.CreatedAt).Truncate(time.Millisecond) // the report's resolution
 		ds, sum = append(ds, d), sum+d
 		r.Requests.Total += ev.RequestCounts.Total
 		r.Requests.Completed += ev.RequestCounts.Completed

@@ -302,7 +302,7 @@ type watcher struct {
 	out   io.Writer
 	now   func() time.Time
 	tty   bool
-	shown int // timeline events printed
+	shown int    // timeline events printed
 	bar   string // the line on screen (tty)
 	head  string // the bar without the elapsed time, last drawn
 	j     *jobstore.Job
@@ -346,6 +346,9 @@ func (w *watcher) events() {
 		w.shown = 0
 	}
 	for _, ev := range tl[w.shown:] {
+		if ev.Kind == jobstore.EventProgress {
+			continue // the bar shows it
+		}
 		w.endLine()
 		fmt.Fprintf(w.out, "%s  %-9s %s\n", ev.At.Local().Format("15:04:05"), ev.Kind, describe(ev))
 	}

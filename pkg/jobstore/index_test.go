@@ -104,3 +104,42 @@ func TestEachOpenRepairsStaleEntries(t *testing.T) {
 	require.Equal(t, []string{"b"}, keysIn(t, st, jobstore.StateQueued), "the stale queued entry of a was dropped")
 	require.Equal(t, []string{"a"}, keysIn(t, st, jobstore.StateActive))
 }
+
+func TestHourRollupIsRemadeWhenItsHourChanges(t *testing.T) {
+	st, _ := open(t)
+	ctx := context.Background()
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
+	final := func(key string, d time.Duration, outcome string) {
+		cost := 0.5
+		fin := hour.Add(10 * time.Minute)
+		require.NoError(t, st.Create(ctx, &jobstore.Job{Key: key, Final: true, Completed: true, Outcome: outcome,
+			Counts: contract.Counts{Total: 2, Completed: 2}, CostUSD: &cost, CreatedAt: fin.Add(-d), FinishedAt: fin,
+			Attempts: []jobstore.Attempt{{Key: key, State: jobstore.AttemptFinal, Model: "m"}}}))
+	}
+	final("a", 1500*time.Millisecond, contract.OutcomeSucceeded)
+	final("b", 2*time.Minute, contract.OutcomePartial)
+
+	r, read, ok, err := st.HourRollup(ctx, hour)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, 2, read, "made from the entries")
+	require.Equal(t, 2, r.Entries)
+	require.Equal(t, map[string]int{"succeeded": 1, "partial": 1}, r.Models["m"].ByOutcome)
+	require.Equal(t, jobstore.Millis{1500, 120000}, r.Models["m"].Durations)
+	require.InDelta(t, 1.0, r.Models["m"].CostUSD, 1e-12)
+
+	r, read, _, err = st.HourRollup(ctx, hour)
+	require.NoError(t, err)
+	require.Zero(t, read, "the stored rollup is used")
+	require.Equal(t, jobstore.Millis{1500, 120000}, r.Models["m"].Durations, "durations survive their encoding")
+
+	final("c", time.Second, contract.OutcomeSucceeded) // a late arrival in the hour
+	r, read, _, err = st.HourRollup(ctx, hour)
+	require.NoError(t, err)
+	require.Equal(t, 3, read, "remade: the hour holds another entry")
+	require.Equal(t, 3, r.Models["m"].Jobs)
+
+	_, _, ok, err = st.HourRollup(ctx, time.Now())
+	require.NoError(t, err)
+	require.False(t, ok, "the current hour is never rolled up")
+}

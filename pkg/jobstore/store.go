@@ -71,6 +71,7 @@ type Store struct {
 	results jetstream.ObjectStore
 	intake  jetstream.ObjectStore
 	index   *index
+	js      jetstream.JetStream
 	s       Settings
 	now     func() time.Time
 }
@@ -78,7 +79,7 @@ type Store struct {
 // Open creates or updates the buckets and returns a Store.
 func Open(ctx context.Context, js jetstream.JetStream, s Settings) (*Store, error) {
 	s = s.WithDefaults()
-	st := &Store{s: s, now: time.Now}
+	st := &Store{s: s, now: time.Now, js: js}
 	var err error
 	if st.jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: BucketJobs, Description: "one record per job (original idempotency key)",

@@ -239,8 +239,10 @@ type Report struct {
 	Unfinished map[string]int `json:"unfinished"`
 	Totals
 	Models []ModelReport `json:"models"`
-	// Read counts the index entries read.
-	Read int `json:"read"`
+	// Read counts the index entries read; Rollups the hour rollups used
+	// in their place.
+	Read    int `json:"read"`
+	Rollups int `json:"rollups"`
 }
 
 // Totals sums the final jobs of a window.
@@ -249,8 +251,8 @@ type Totals struct {
 	Jobs      int            `json:"jobs"`
 	ByOutcome map[string]int `json:"by_outcome"`
 	// Durations are from a job's record creation to its outcome
-	// (batch.completed completed_at - created_at), in seconds; P50 and P95
-	// are nearest-rank percentiles.
+	// (batch.completed completed_at - created_at), to the millisecond, in
+	// seconds; P50 and P95 are nearest-rank percentiles.
 	AvgSeconds float64 `json:"avg_seconds"`
 	P50Seconds float64 `json:"p50_seconds"`
 	P95Seconds float64 `json:"p95_seconds"`
@@ -264,7 +266,6 @@ type Totals struct {
 	SyncCostUSD  float64 `json:"sync_cost_usd"`
 	SavingsUSD   float64 `json:"savings_usd"`
 	UnpricedJobs int     `json:"unpriced_jobs"`
-	durations    []time.Duration
 }
 
 // ModelReport is the totals of one model.
@@ -273,44 +274,29 @@ type ModelReport struct {
 	Totals
 }
 
-func (t *Totals) add(e *jobstore.Entry, discount float64) {
-	t.Jobs++
+func totals(a *jobstore.Aggregate, discount float64) Totals {
+	t := Totals{Jobs: a.Jobs, ByOutcome: a.ByOutcome, Requests: a.Requests, Usage: a.Usage, CostUSD: a.CostUSD, UnpricedJobs: a.Unpriced}
 	if t.ByOutcome == nil {
 		t.ByOutcome = map[string]int{}
 	}
-	t.ByOutcome[e.Outcome]++
-	t.durations = append(t.durations, e.Duration())
-	t.Requests.Total += e.Counts.Total
-	t.Requests.Completed += e.Counts.Completed
-	t.Requests.Failed += e.Counts.Failed
-	if e.Usage != nil {
-		t.Usage.InputTokens += e.Usage.InputTokens
-		t.Usage.OutputTokens += e.Usage.OutputTokens
-		t.Usage.TotalTokens += e.Usage.TotalTokens
-	}
-	if e.CostUSD == nil {
-		t.UnpricedJobs++
-		return
-	}
-	t.CostUSD += *e.CostUSD
 	if discount < 1 {
-		t.SyncCostUSD += *e.CostUSD / (1 - discount)
+		t.SyncCostUSD = a.CostUSD / (1 - discount)
 	}
-}
-
-func (t *Totals) finish() {
 	t.SavingsUSD = t.SyncCostUSD - t.CostUSD
-	if len(t.durations) == 0 {
-		return
+	if len(a.Durations) == 0 {
+		return t
 	}
-	slices.Sort(t.durations)
+	ds := make([]time.Duration, len(a.Durations))
 	var sum time.Duration
-	for _, d := range t.durations {
-		sum += d
+	for i, ms := range a.Durations {
+		ds[i] = time.Duration(ms) * time.Millisecond
+		sum += ds[i]
 	}
-	t.AvgSeconds = (sum / time.Duration(len(t.durations))).Seconds()
-	t.P50Seconds = Percentile(t.durations, 0.50).Seconds()
-	t.P95Seconds = Percentile(t.durations, 0.95).Seconds()
+	slices.Sort(ds)
+	t.AvgSeconds = (sum / time.Duration(len(ds))).Seconds()
+	t.P50Seconds = Percentile(ds, 0.50).Seconds()
+	t.P95Seconds = Percentile(ds, 0.95).Seconds()
+	return t
 }
 
 // Percentile is the nearest-rank percentile p (0..1] of sorted ds.
@@ -323,41 +309,63 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // Report builds the report of the jobs that ended at or after since, and
-// of the unfinished ones now. It reads the unfinished entries and the
-// final entries of the hours since then, never a record.
+// of the unfinished ones now. It reads the unfinished entries, the final
+// entries of the current hour and of the hour since falls in, and for
+// every other hour its rollup (kept in the index, checked against the
+// number of entries in the hour, remade when that changed); never a
+// record.
 func (l *Lister) Report(ctx context.Context, since time.Time) (Report, error) {
 	r := Report{Since: since.UTC(), GeneratedAt: l.now().UTC(), Unfinished: map[string]int{}}
 	for _, s := range Statuses[:3] {
 		r.Unfinished[s] = 0
 	}
-	models := map[string]*ModelReport{}
-	r.ByOutcome = map[string]int{}
+	models := map[string]*jobstore.Aggregate{}
+	model := func(name string) *jobstore.Aggregate {
+		a := models[name]
+		if a == nil {
+			a = &jobstore.Aggregate{}
+			models[name] = a
+		}
+		return a
+	}
 	seen := map[string]bool{}
 	ended := func(e jobstore.IndexedEntry) error {
 		if seen[e.Key] || e.FinishedAt.Before(since) {
 			return nil
 		}
 		seen[e.Key] = true
-		r.add(&e.Entry, l.Prices.BatchDiscount)
-		m := models[e.Model]
-		if m == nil {
-			m = &ModelReport{Model: e.Model}
-			models[e.Model] = m
-		}
-		m.add(&e.Entry, l.Prices.BatchDiscount)
+		model(e.Model).Add(&e.Entry)
 		return nil
 	}
-	// Ended jobs first: a job shown twice (an entry a dead writer left
-	// behind) counts once, as its newest state.
 	n, err := l.Store.Scan(ctx, jobstore.StateEnding, time.Time{}, ended)
 	r.Read += n
 	if err != nil {
 		return r, err
 	}
-	n, err = l.Store.Scan(ctx, jobstore.StateFinal, since, ended)
-	r.Read += n
+	hours, err := l.Store.FinalHours(ctx, since)
 	if err != nil {
 		return r, err
+	}
+	for _, h := range hours {
+		if !h.Before(since) { // the whole hour is in the window
+			roll, n, ok, err := l.Store.HourRollup(ctx, h)
+			r.Read += n
+			if err != nil {
+				return r, err
+			}
+			if ok {
+				r.Rollups++
+				for name, a := range roll.Models {
+					model(name).Merge(a)
+				}
+				continue
+			}
+		}
+		n, err := l.Store.ScanHour(ctx, h, ended)
+		r.Read += n
+		if err != nil {
+			return r, err
+		}
 	}
 	for _, st := range []string{jobstore.StateActive, jobstore.StateSubmitted, jobstore.StateQueued} {
 		n, err := l.Store.Scan(ctx, st, time.Time{}, func(e jobstore.IndexedEntry) error {
@@ -372,11 +380,12 @@ func (l *Lister) Report(ctx context.Context, since time.Time) (Report, error) {
 			return r, err
 		}
 	}
-	r.finish()
-	for _, m := range models {
-		m.finish()
-		r.Models = append(r.Models, *m)
+	all := &jobstore.Aggregate{}
+	for name, a := range models {
+		all.Merge(a)
+		r.Models = append(r.Models, ModelReport{Model: name, Totals: totals(a, l.Prices.BatchDiscount)})
 	}
+	r.Totals = totals(all, l.Prices.BatchDiscount)
 	slices.SortFunc(r.Models, func(a, b ModelReport) int { return strings.Compare(a.Model, b.Model) })
 	return r, nil
 }

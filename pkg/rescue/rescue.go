@@ -160,7 +160,15 @@ func (r *Rescuer) Scan(ctx context.Context) (int, error) {
 		return n, err
 	}
 	k, err := r.freeSlots(ctx, held)
-	return n + k, err
+	if err != nil {
+		return n + k, err
+	}
+	// The report's rollup of the hour that just closed, made once.
+	hour := r.d.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	if _, _, _, err := r.d.Store.HourRollup(ctx, hour); err != nil {
+		r.log.Warn().Err(err).Time("hour", hour).Msg("hour rollup failed")
+	}
+	return n + k, nil
 }
 
 // job re-drives the stalled step of one job not touched for After.
