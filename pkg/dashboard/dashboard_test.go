@@ -102,6 +102,8 @@ func testReadOnly(t *testing.T, f *fixture) {
 	r = c.get("/dlq")
 	require.Equal(t, http.StatusOK, r.Status)
 	require.NotContains(t, r.Body, "Replay webhooks")
+	require.Contains(t, r.Body, "webhook_undeliverable")
+	require.Contains(t, r.Body, `href="/jobs/dash.ok:1"`, "a dead letter links its job")
 
 	// A finished job, its key escaped in links, its metadata as text.
 	r = c.get("/jobs/" + url.PathEscape(keyOK))
@@ -115,6 +117,9 @@ func testReadOnly(t *testing.T, f *fixture) {
 	r = c.get("/jobs/no-such-job")
 	require.Equal(t, http.StatusNotFound, r.Status)
 	require.Contains(t, r.Body, "No job has the key")
+	r = c.get("/jobs/a%2Fb")
+	require.Equal(t, http.StatusNotFound, r.Status)
+	require.Contains(t, r.Body, "is not an idempotency key")
 
 	// Results: the merged JSONL, streamed.
 	r = c.get("/jobs/" + url.PathEscape(keyOK) + "/results")

@@ -1,7 +1,9 @@
 package dashboard
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -21,6 +23,8 @@ const payloadRunes = 400
 type letter struct {
 	ops.DeadLetter
 	ErrorCode, Error string
+	// JobKey is the job the letter is about, when its payload names one.
+	JobKey string
 	// Other are the remaining headers.
 	Other     []header
 	Payload   string
@@ -85,6 +89,15 @@ func letterOf(dl ops.DeadLetter) letter {
 	l := letter{DeadLetter: dl, ErrorCode: h.Get(contract.HeaderErrorCode), Error: h.Get(contract.HeaderError),
 		Payload: truncate(payloadRunes, dl.Data), Size: len(dl.Data)}
 	l.Truncated = l.Payload != dl.Data
+	var ref struct {
+		Key     string `json:"idempotency_key"`
+		RetryOf string `json:"retry_of"` // a batch.retry names its retry batch's key
+	}
+	if json.Unmarshal([]byte(dl.Data), &ref) == nil {
+		if k := cmp.Or(ref.RetryOf, ref.Key); contract.ValidKey(k) {
+			l.JobKey = k
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(dl.Headers)) {
 		switch http.CanonicalHeaderKey(k) {
 		case contract.HeaderErrorCode, contract.HeaderError, contract.HeaderMsgID:

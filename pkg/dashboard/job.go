@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/ops"
 )
@@ -27,8 +28,22 @@ type jobData struct {
 	Notice string
 }
 
-func (d *dashboard) handleJob(w http.ResponseWriter, r *http.Request) {
+// jobKey is the {key} of the path, or a 404 page when it cannot be an
+// idempotency key (such as one holding an escaped '/').
+func (d *dashboard) jobKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 	key := r.PathValue("key")
+	if !contract.ValidKey(key) {
+		d.renderError(w, r, http.StatusNotFound, quote(key)+" is not an idempotency key (1..128 of A-Z a-z 0-9 . _ : -).")
+		return "", false
+	}
+	return key, true
+}
+
+func (d *dashboard) handleJob(w http.ResponseWriter, r *http.Request) {
+	key, ok := d.jobKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := pageContext(r)
 	defer cancel()
 	j, err := d.o.Store.Get(ctx, key)
@@ -75,7 +90,10 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 // handleResults streams a job's merged results (JSONL) from the object
 // store without holding them in memory.
 func (d *dashboard) handleResults(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	key, ok := d.jobKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), resultsTimeout)
 	defer cancel()
 	w.Header().Set("Content-Disposition", `inline; filename="results.jsonl"`)
@@ -102,7 +120,10 @@ func (d *dashboard) handleResults(w http.ResponseWriter, r *http.Request) {
 
 // handleCancel publishes a batch.cancel and sends the browser back to the job.
 func (d *dashboard) handleCancel(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	key, ok := d.jobKey(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := pageContext(r)
 	defer cancel()
 	j, err := d.o.Store.Get(ctx, key)
