@@ -33,10 +33,9 @@ func TestDashboard(t *testing.T) {
 
 // client speaks to one dashboard server; it never follows redirects.
 type client struct {
-	t     *testing.T
-	base  string
-	auth  bool
-	extra http.Header
+	t    *testing.T
+	base string
+	auth bool
 }
 
 type response struct {
@@ -125,6 +124,7 @@ func testReadOnly(t *testing.T, f *fixture) {
 	r = c.get("/jobs/" + url.PathEscape(keyOK) + "/results")
 	require.Equal(t, http.StatusOK, r.Status)
 	require.Equal(t, "application/x-ndjson", r.Header.Get("Content-Type"))
+	require.Equal(t, `inline; filename="dash.ok_1.jsonl"`, r.Header.Get("Content-Disposition"))
 	want, err := ops.Results(context.Background(), f.JS, keyOK)
 	require.NoError(t, err)
 	require.Equal(t, string(want), r.Body)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
@@ -96,7 +97,8 @@ func (d *dashboard) handleResults(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), resultsTimeout)
 	defer cancel()
-	w.Header().Set("Content-Disposition", `inline; filename="results.jsonl"`)
+	// Keys hold only [A-Za-z0-9._:-]; ':' is no file name character everywhere.
+	w.Header().Set("Content-Disposition", `inline; filename="`+strings.ReplaceAll(key, ":", "_")+`.jsonl"`)
 	cw := &countingWriter{w: w}
 	_, err := ops.CopyResults(ctx, d.o.JS, key, cw)
 	switch {
