@@ -175,30 +175,6 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// parseSince reads a --since value: a duration back from now ("24h",
-// "90m", "7d" as days) or an RFC 3339 time. "" is the zero time.
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		var n int
-		if _, err := fmt.Sscanf(d, "%d", &n); err == nil && fmt.Sprint(n) == d && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if dur, err := time.ParseDuration(s); err == nil {
-		if dur < 0 {
-			return time.Time{}, fmt.Errorf("--since %q: a duration back from now must not be negative", s)
-		}
-		return now.Add(-dur), nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("--since %q: want a duration (24h, 90m, 7d) or an RFC 3339 time", s)
-}
-
 var errNeedKey = errors.New("give the job's idempotency key")
 
 func oneKey(_ *cobra.Command, args []string) error {

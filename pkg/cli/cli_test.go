@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchfleet/batchfleet/pkg/ops"
 )
 
 func TestLongFlagsKeepEarlierSingleDashFlags(t *testing.T) {
@@ -25,12 +27,12 @@ func TestParseSince(t *testing.T) {
 		"7d":                   now.Add(-7 * 24 * time.Hour),
 		"2026-12-01T00:00:00Z": time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
 	} {
-		got, err := parseSince(in, now)
+		got, err := ops.ParseSince(in, now)
 		require.NoError(t, err, in)
 		require.True(t, want.Equal(got), "%s: %s", in, got)
 	}
 	for _, bad := range []string{"yesterday", "-1h", "1.5d", "d"} {
-		_, err := parseSince(bad, now)
+		_, err := ops.ParseSince(bad, now)
 		require.Error(t, err, bad)
 	}
 }

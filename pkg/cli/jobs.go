@@ -45,7 +45,7 @@ estimated from the requests done and the model's price (PRICE_TABLE).`,
 				return err
 			}
 			var err error
-			if f.Since, err = parseSince(since, e.now()); err != nil {
+			if f.Since, err = ops.ParseSince(since, e.now()); err != nil {
 				return err
 			}
 			if err := f.Validate(); err != nil {

@@ -31,7 +31,7 @@ and failed, tokens, the estimated batch cost and the savings against the synchro
 			if err := o.check(); err != nil {
 				return err
 			}
-			from, err := parseSince(since, e.now())
+			from, err := ops.ParseSince(since, e.now())
 			if err != nil {
 				return err
 			}

@@ -49,7 +49,7 @@ func (e *env) dashboard(ctx context.Context, f dashboardFlags) (*uiServer, error
 	}
 	o := dashboard.Options{
 		JS: js, Store: st, Prices: p, Refresh: f.refresh, WebhookSecret: os.Getenv("WEBHOOK_SECRET"),
-		Logger: zerolog.New(e.errOut).With().Timestamp().Str("component", "dashboard").Logger(),
+		Logger: zerolog.New(e.errOut).With().Timestamp().Logger(),
 	}
 	if f.actions && !f.readOnly {
 		o.AllowActions, o.User, o.Password = true, os.Getenv("UI_USER"), os.Getenv("UI_PASSWORD")

@@ -20,8 +20,15 @@ import (
 // chromium is Debian's browser (CI installs it with apt-get).
 const chromium = "/usr/bin/chromium"
 
-// screenshots is where the README's pictures of the pages are kept.
-const screenshots = "../../docs/screenshots"
+// screenshotDir is where the pages' screenshots are saved: the test's
+// temporary directory, or BATCHFLEET_SCREENSHOTS (`make screenshots`
+// sets it to docs/screenshots, the README's pictures).
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("BATCHFLEET_SCREENSHOTS"); d != "" {
+		return d
+	}
+	return t.TempDir()
+}
 
 // testBrowser opens each page in headless Chromium, checks what an
 // operator reads on it and saves a full-page screenshot.
@@ -65,6 +72,7 @@ func testBrowser(t *testing.T, f *fixture) {
 		},
 	))
 
+	shots := screenshotDir(t)
 	for _, p := range []struct {
 		name, path string
 		want       []string
@@ -89,7 +97,8 @@ func testBrowser(t *testing.T, f *fixture) {
 		}
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		require.NoError(t, err, p.name)
-		require.NoError(t, os.MkdirAll(screenshots, 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(screenshots, p.name+".png"), png, 0o644))
+		require.NoError(t, os.MkdirAll(shots, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(shots, p.name+".png"), png, 0o644))
+		t.Logf("screenshot %s", filepath.Join(shots, p.name+".png"))
 	}
 }

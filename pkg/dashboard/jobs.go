@@ -48,7 +48,7 @@ func parseFilter(q url.Values, now time.Time) (ops.Filter, error) {
 	form := formOf(q)
 	f := ops.Filter{Status: form.Status, Outcome: form.Outcome, Model: form.Model, KeyPrefix: form.KeyPrefix}
 	if form.Since != "" {
-		since, err := parseSince(form.Since, now)
+		since, err := ops.ParseSince(form.Since, now)
 		if err != nil {
 			return f, err
 		}
@@ -65,27 +65,6 @@ func parseFilter(q url.Values, now time.Time) (ops.Filter, error) {
 		return f, err
 	}
 	return f, f.Validate()
-}
-
-// parseSince reads since as `batchfleet jobs ls --since` does: a duration
-// back from now (24h, 90m, 7d as days) or an RFC 3339 time.
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		if d < 0 {
-			return time.Time{}, fmt.Errorf("since %q: a duration back from now must not be negative", s)
-		}
-		return now.Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("since %q is neither a duration (24h, 90m, 7d) nor an RFC 3339 time (2006-01-02T15:04:05Z)", s)
-	}
-	return t, nil
 }
 
 func parseCount(name, s string) (int, error) {

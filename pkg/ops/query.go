@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -388,4 +389,29 @@ func (l *Lister) Report(ctx context.Context, since time.Time) (Report, error) {
 	r.Totals = totals(all, l.Prices.BatchDiscount)
 	slices.SortFunc(r.Models, func(a, b ModelReport) int { return strings.Compare(a.Model, b.Model) })
 	return r, nil
+}
+
+// ParseSince reads a --since value (CLI and dashboard): a duration back
+// from now ("24h", "90m", "7d" as days) or an RFC 3339 time. "" is the
+// zero time (no bound).
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("since %q: a duration back from now must not be negative", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since %q is neither a duration (24h, 90m, 7d) nor an RFC 3339 time (2006-01-02T15:04:05Z)", s)
+	}
+	return t, nil
 }
