@@ -178,9 +178,16 @@ const hourMarker = "hour."
 // (unless a later write put it there again). A writer that dies between
 // the record and the index leaves a stale open entry, which readers check
 // against the record and the rescuer repairs.
-func (x *index) sync(ctx context.Context, prevKey string, j *Job) error {
+func (x *index) sync(ctx context.Context, prev *seen, j *Job) error {
 	key := IndexKey(j)
 	e := EntryOf(j)
+	prevKey := ""
+	if prev != nil {
+		prevKey = prev.indexKey
+		if prevKey == key && prev.entry == entrySig(e) {
+			return nil // the entry would not change
+		}
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode index entry %q: %w", j.Key, err)
@@ -201,6 +208,14 @@ func (x *index) sync(ctx context.Context, prevKey string, j *Job) error {
 		return nil
 	}
 	return x.drop(ctx, prevKey, j.Revision)
+}
+
+// entrySig is what an entry says, without the revision and the time it
+// was made from: a write that leaves it unchanged does not rewrite it.
+func entrySig(e Entry) string {
+	e.Rev, e.UpdatedAt = 0, time.Time{}
+	data, _ := json.Marshal(e)
+	return string(data)
 }
 
 // drop removes the entry at key if it was made from a record revision
@@ -323,7 +338,7 @@ func (s *Store) ScanHour(ctx context.Context, hour time.Time, fn func(IndexedEnt
 func (s *Store) Reindex(ctx context.Context, j *Job, staleKey string) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if err := s.index.sync(ctx, "", j); err != nil {
+	if err := s.index.sync(ctx, nil, j); err != nil {
 		return err
 	}
 	key := IndexKey(j)
@@ -382,7 +397,7 @@ func (s *Store) EachOpen(ctx context.Context, fn func(*Job) error) error {
 			if err != nil {
 				return err
 			}
-			if IndexKey(j) != e.IndexKey || j.Revision != e.Rev {
+			if IndexKey(j) != e.IndexKey || entrySig(EntryOf(j)) != entrySig(e.Entry) {
 				if err := s.Reindex(ctx, j, e.IndexKey); err != nil {
 					return err
 				}

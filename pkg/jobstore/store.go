@@ -171,7 +171,7 @@ func (s *Store) Create(ctx context.Context, j *Job) error {
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if err := s.index.sync(ctx, "", j); err != nil {
+	if err := s.index.sync(ctx, nil, j); err != nil {
 		j.Timeline = tl
 		return fmt.Errorf("create job %q: %w", j.Key, err)
 	}
@@ -213,12 +213,9 @@ func (s *Store) Update(ctx context.Context, j *Job) error {
 		return fmt.Errorf("update job %q: %w", j.Key, err)
 	}
 	j.Revision = rev
-	prevKey := ""
-	if j.seen != nil {
-		prevKey = j.seen.indexKey
-	}
+	prev := j.seen
 	j.seen = snapshot(j)
-	_ = s.index.sync(ctx, prevKey, j)
+	_ = s.index.sync(ctx, prev, j)
 	return nil
 }
 

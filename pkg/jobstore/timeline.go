@@ -44,6 +44,7 @@ type Event struct {
 // base its next write is compared with for the timeline and the index.
 type seen struct {
 	indexKey  string
+	entry     string // signature of the index entry (see entrySig)
 	final     bool
 	completed bool
 	cancel    bool
@@ -56,7 +57,7 @@ type attemptSeen struct {
 }
 
 func snapshot(j *Job) *seen {
-	s := &seen{indexKey: IndexKey(j), final: j.Final, completed: j.Completed, cancel: j.CancelRequested,
+	s := &seen{indexKey: IndexKey(j), entry: entrySig(EntryOf(j)), final: j.Final, completed: j.Completed, cancel: j.CancelRequested,
 		attempts: make(map[string]attemptSeen, len(j.Attempts))}
 	for _, a := range j.Attempts {
 		s.attempts[a.Key] = attemptSeen{state: a.State, status: a.Status, counts: a.Counts}

@@ -469,7 +469,8 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 		}
 		st.ProgressAt, progressed = now, true
 	}
-	if (statusMoved || progressed) && !final {
+	// (validating is the status the submitter recorded with the batch.)
+	if (statusMoved || progressed) && !final && b.Status != contract.StatusValidating {
 		// The job record follows the batch (its timeline and index entry
 		// show it); the notifiers record the terminal status with the results.
 		if err := p.recordStatus(ctx, t, b); err != nil {
