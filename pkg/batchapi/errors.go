@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/openai/openai-go/v3"
+	"github.com/tidwall/gjson"
 
 	"github.com/batchfleet/batchfleet/pkg/backoff"
 )
@@ -88,22 +90,34 @@ func Classify(ctx context.Context, op string, err error) error {
 	}
 	var apiErr *openai.Error
 	if errors.As(err, &apiErr) {
-		e := &Error{Op: op, StatusCode: apiErr.StatusCode, Code: apiErr.Code, Message: apiErr.Message, Err: err}
-		if apiErr.Response != nil {
-			e.RetryAfter, _ = backoff.RetryAfter(apiErr.Response.Header, time.Now())
-		}
-		switch {
-		case apiErr.StatusCode == http.StatusTooManyRequests:
-			e.Kind = RateLimited
-		case apiErr.StatusCode >= 500, apiErr.StatusCode == http.StatusRequestTimeout, apiErr.StatusCode == http.StatusConflict:
-			e.Kind = Unavailable
-		default:
-			e.Kind = Permanent
-		}
-		return e
+		return httpError(op, apiErr.StatusCode, apiErr.Code, apiErr.Message, apiErr.Response, err)
+	}
+	var antErr *anthropic.Error
+	if errors.As(err, &antErr) {
+		raw := antErr.RawJSON()
+		return httpError(op, antErr.StatusCode, gjson.Get(raw, "error.type").String(), gjson.Get(raw, "error.message").String(), antErr.Response, err)
 	}
 	// No HTTP answer: timeout, refused or dropped connection.
 	return &Error{Op: op, Kind: Unavailable, Message: err.Error(), Err: err}
+}
+
+// httpError classifies a vendor's HTTP answer: 429 is RateLimited; 5xx
+// (Anthropic's 529 overloaded included), 408 and 409 are Unavailable;
+// other statuses are Permanent.
+func httpError(op string, status int, code, msg string, res *http.Response, err error) *Error {
+	e := &Error{Op: op, StatusCode: status, Code: code, Message: msg, Err: err}
+	if res != nil {
+		e.RetryAfter, _ = backoff.RetryAfter(res.Header, time.Now())
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		e.Kind = RateLimited
+	case status >= 500, status == http.StatusRequestTimeout, status == http.StatusConflict:
+		e.Kind = Unavailable
+	default:
+		e.Kind = Permanent
+	}
+	return e
 }
 
 // AsError returns err's *Error, if it has one.
