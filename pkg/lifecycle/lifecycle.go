@@ -39,6 +39,22 @@ type Infra struct {
 	closed chan struct{} // closed when the NATS connection is
 }
 
+// Ready reports whether the worker's services answer now: the NATS
+// connection is up and the server answers a round trip, and Redis answers
+// a PING (each within ctx). /readyz serves it.
+func (inf *Infra) Ready(ctx context.Context) error {
+	if !inf.NC.IsConnected() {
+		return fmt.Errorf("nats: %s", inf.NC.Status())
+	}
+	if err := inf.NC.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	if err := inf.Redis.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
 // drainTimeout bounds the NATS drain at shutdown.
 const drainTimeout = 5 * time.Second
 
@@ -104,12 +120,7 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.MetricsAddr != "" {
 		g.Go(func() error {
-			return telemetry.Serve(gctx, cfg.MetricsAddr, inf.Metrics, func() error {
-				if !inf.NC.IsConnected() {
-					return errors.New("nats: not connected")
-				}
-				return nil
-			}, log)
+			return telemetry.Serve(gctx, cfg.MetricsAddr, inf.Metrics, telemetry.Probes{Ready: inf.Ready}, log)
 		})
 	}
 	beat, stopBeat := context.WithCancel(gctx)

@@ -37,17 +37,42 @@ func Registry() *prometheus.Registry {
 	return r
 }
 
-// Serve serves /metrics and /healthz on addr until ctx is done. health
-// returns nil when the worker is healthy.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, health func() error, log zerolog.Logger) error {
+// Probes answer the health endpoints. Live reports whether the process
+// works at all (a liveness probe restarts it when not); Ready whether it
+// can do its work now (a readiness probe takes it out of rotation, and
+// KEDA or an operator sees it). Either may be nil: always ok.
+type Probes struct {
+	Live  func() error
+	Ready func(ctx context.Context) error
+}
+
+// readyTimeout bounds one readiness check.
+const readyTimeout = 2 * time.Second
+
+// Serve serves /metrics, /healthz (Live) and /readyz (Ready) on addr until
+// ctx is done. A failing probe answers 503 with its error.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, p Probes, log zerolog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := health(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
+		if p.Live != nil {
+			if err := p.Live(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if p.Ready != nil {
+			rctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			if err := p.Ready(rctx); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ready\n")
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
