@@ -19,7 +19,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/batchfleet/batchfleet/pkg/config"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lifecycle"
 	"github.com/batchfleet/batchfleet/pkg/ops"
 	"github.com/batchfleet/batchfleet/pkg/results"
 )
@@ -110,11 +112,26 @@ func LongFlags(root *cobra.Command, args []string) []string {
 	return out
 }
 
-// connect opens NATS and JetStream.
+// connect opens NATS and JetStream at --nats, authenticated and secured by
+// the workers' variables (NATS_CREDS, NATS_NKEY_FILE, NATS_CA_FILE,
+// NATS_CERT_FILE, NATS_KEY_FILE).
 func (e *env) connect() (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(e.natsURL, nats.Timeout(5*time.Second), nats.Name("batchfleet-cli"))
+	link, err := config.LoadNATS(func(k string) (string, bool) {
+		if k == "NATS_URL" {
+			return e.natsURL, true
+		}
+		return os.LookupEnv(k)
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", e.natsURL, err)
+		return nil, nil, err
+	}
+	opts, err := lifecycle.NATSOptions(link)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(e.natsURL, append(opts, nats.Timeout(5*time.Second), nats.Name("batchfleet-cli"))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURL(e.natsURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

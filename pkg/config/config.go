@@ -17,10 +17,8 @@ type Lookup func(string) (string, bool)
 
 // Config is the whole fleet's configuration; each worker reads its part.
 type Config struct {
-	// NATSURL is NATS_URL. Defaults to nats://127.0.0.1:4222.
-	NATSURL string
-	// RedisURL is REDIS_URL. Defaults to redis://127.0.0.1:6379/0.
-	RedisURL string
+	NATSLink
+	RedisLink
 	// OpenAIAPIKey is OPENAI_API_KEY.
 	OpenAIAPIKey string `json:"-"`
 	// OpenAIBaseURL is OPENAI_BASE_URL (openai-go's default when empty).
@@ -138,8 +136,8 @@ type Notify struct {
 func Load(env Lookup) (Config, error) {
 	p := parser{env: env}
 	c := Config{
-		NATSURL:               p.str("NATS_URL", "nats://127.0.0.1:4222"),
-		RedisURL:              p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		NATSLink:              p.natsLink(),
+		RedisLink:             p.redisLink(),
 		OpenAIAPIKey:          p.str("OPENAI_API_KEY", ""),
 		OpenAIBaseURL:         p.str("OPENAI_BASE_URL", ""),
 		LogLevel:              p.str("LOG_LEVEL", "info"),
@@ -205,8 +203,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	check(validURL(c.NATSURL, "nats", "tls", "ws", "wss"), "NATS_URL %q is not a nats:// URL", c.NATSURL)
-	check(validURL(c.RedisURL, "redis", "rediss", "unix"), "REDIS_URL %q is not a redis:// URL", c.RedisURL)
+	errs = append(errs, c.NATSLink.Validate(), c.RedisLink.Validate())
 	check(c.OpenAIBaseURL == "" || validURL(c.OpenAIBaseURL, "http", "https"), "OPENAI_BASE_URL %q is not an http(s) URL", c.OpenAIBaseURL)
 	check(c.StopTimeout > 0, "STOP_TIMEOUT must be positive")
 	check(c.RescueInterval > 0, "RESCUE_INTERVAL must be positive")
@@ -251,18 +248,9 @@ func (c Config) Redacted() Config {
 	c.OpenAIAPIKey = mask(c.OpenAIAPIKey)
 	c.Poll.WebhookSecret = mask(c.Poll.WebhookSecret)
 	c.Notify.WebhookSecret = mask(c.Notify.WebhookSecret)
-	c.RedisURL = redactURL(c.RedisURL)
-	c.NATSURL = redactURL(c.NATSURL)
+	c.RedisURL = RedactURL(c.RedisURL)
+	c.NATSURL = RedactURL(c.NATSURL)
 	return c
-}
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = url.User("redacted")
-	return u.String()
 }
 
 func validURL(s string, schemes ...string) bool {

@@ -50,7 +50,11 @@ func StartNATS(t testing.TB, opts ...NATSOption) *NATS {
 	s := n.start(t)
 	port := s.Addr().(*net.TCPAddr).Port
 	n.opts.Port = port // restarts reuse the port, so clients can reconnect
-	n.url = "nats://" + net.JoinHostPort(o.Host, strconv.Itoa(port))
+	scheme := "nats://"
+	if o.TLSConfig != nil {
+		scheme = "tls://"
+	}
+	n.url = scheme + net.JoinHostPort(o.Host, strconv.Itoa(port))
 	t.Cleanup(n.Shutdown)
 	return n
 }
@@ -78,8 +82,8 @@ func (n *NATS) start(t testing.TB) *server.Server {
 	return s
 }
 
-// URL is the client URL, nats://127.0.0.1:PORT. It stays the same across
-// Restart.
+// URL is the client URL, nats://127.0.0.1:PORT (tls:// with NATSTLS). It
+// stays the same across Restart.
 func (n *NATS) URL() string { return n.url }
 
 // Shutdown stops the server and waits for it to finish. It is idempotent.

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +30,7 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	set  redisSettings
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -33,16 +38,45 @@ type Redis struct {
 	out  *syncBuffer
 }
 
+// RedisOption changes how StartRedis runs redis-server.
+type RedisOption func(*redisSettings)
+
+type redisSettings struct {
+	tls            *PKI   // TLS only, with the PKI's server certificate
+	user, password string // an ACL user; the default user is off
+}
+
+// RedisTLS makes redis-server serve TLS only (no plain port) with the PKI's
+// server certificate; client certificates signed by its CA are accepted
+// but not required. URL then returns a rediss:// URL.
+func RedisTLS(p PKI) RedisOption { return func(s *redisSettings) { s.tls = &p } }
+
+// RedisUser adds an ACL user with every permission and turns the default
+// user off, so clients must authenticate as user with password. The
+// password is written to an ACL file, not to redis-server's command line.
+func RedisUser(user, password string) RedisOption {
+	return func(s *redisSettings) { s.user, s.password = user, password }
+}
+
 // StartRedis starts redis-server on a free port and waits until it answers
 // PING. It kills the process in t.Cleanup. A missing redis-server fails the
 // test with an install hint.
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("StartRedis: %s: %v", redisInstallHint, err)
 	}
 	r := &Redis{bin: bin, dir: t.TempDir()}
+	for _, o := range opts {
+		o(&r.set)
+	}
+	if r.set.user != "" {
+		acl := fmt.Sprintf("user %s on >%s ~* &* +@all\nuser default off\n", r.set.user, r.set.password)
+		if err := os.WriteFile(filepath.Join(r.dir, "users.acl"), []byte(acl), 0o600); err != nil {
+			t.Fatalf("StartRedis: %v", err)
+		}
+	}
 	t.Cleanup(r.Kill) // registered after TempDir, so it runs before the dir is removed
 
 	// A free port can be taken between probing and binding; try a few.
@@ -73,15 +107,7 @@ func freePort() (int, error) {
 
 // start runs redis-server on r.port and waits until it answers PING.
 func (r *Redis) start() error {
-	cmd := exec.Command(r.bin,
-		"--port", strconv.Itoa(r.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", r.dir,
-		"--daemonize", "no",
-		"--loglevel", "warning",
-	)
+	cmd := exec.Command(r.bin, r.args()...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = childSysProcAttr()
@@ -104,7 +130,7 @@ func (r *Redis) start() error {
 			return fmt.Errorf("redis-server on port %d exited early (%v): %s", r.port, cmd.ProcessState, strings.TrimSpace(out.String()))
 		default:
 		}
-		if err := pingRedis(r.Addr()); err == nil {
+		if err := r.ping(); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
 			r.Kill()
@@ -114,13 +140,52 @@ func (r *Redis) start() error {
 	}
 }
 
-// pingRedis sends an inline PING and expects +PONG.
-func pingRedis(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// args is redis-server's command line.
+func (r *Redis) args() []string {
+	args := []string{
+		"--port", strconv.Itoa(r.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", r.dir,
+		"--daemonize", "no",
+		"--loglevel", "warning",
+	}
+	if p := r.set.tls; p != nil {
+		args[1] = "0"
+		args = append(args, "--tls-port", strconv.Itoa(r.port),
+			"--tls-cert-file", p.ServerCertFile, "--tls-key-file", p.ServerKeyFile,
+			"--tls-ca-cert-file", p.CAFile, "--tls-auth-clients", "optional")
+	}
+	if r.set.user != "" {
+		args = append(args, "--aclfile", filepath.Join(r.dir, "users.acl"))
+	}
+	return args
+}
+
+// tlsConfig is the client side of RedisTLS (nil without it).
+func (r *Redis) tlsConfig() *tls.Config {
+	if r.set.tls == nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if ca, err := os.ReadFile(r.set.tls.CAFile); err == nil {
+		pool.AppendCertsFromPEM(ca)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+// ping sends an inline PING and expects +PONG, or -NOAUTH when the default
+// user is off: either way the server is serving.
+func (r *Redis) ping() error {
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if cfg := r.tlsConfig(); cfg != nil {
+		c = tls.Client(c, cfg)
+	}
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
@@ -129,7 +194,7 @@ func pingRedis(addr string) error {
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(line) != "+PONG" {
+	if l := strings.TrimSpace(line); l != "+PONG" && !strings.HasPrefix(l, "-NOAUTH") {
 		return fmt.Errorf("unexpected PING reply %q", strings.TrimSpace(line))
 	}
 	return nil
@@ -138,15 +203,26 @@ func pingRedis(addr string) error {
 // Addr is host:port, 127.0.0.1:N. It stays the same across Restart.
 func (r *Redis) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
-// URL is redis://127.0.0.1:N/0.
-func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
+// URL is redis://127.0.0.1:N/0 (rediss:// with RedisTLS), without the
+// RedisUser credentials.
+func (r *Redis) URL() string {
+	if r.set.tls != nil {
+		return "rediss://" + r.Addr() + "/0"
+	}
+	return "redis://" + r.Addr() + "/0"
+}
+
+// options are a client's: TLS and the ACL user as the server wants them.
+func (r *Redis) options() *redis.Options {
+	return &redis.Options{Addr: r.Addr(), TLSConfig: r.tlsConfig(), Username: r.set.user, Password: r.set.password}
+}
 
 // Client returns a go-redis client for this server, closed in t.Cleanup.
 // It survives Kill and Restart: commands fail while the server is down and
 // work again once it is back.
 func (r *Redis) Client(t testing.TB) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(r.options())
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -187,7 +263,7 @@ func (r *Redis) Restart(t testing.TB) {
 // FlushAll deletes every key on the server, as FLUSHALL does.
 func (r *Redis) FlushAll(t testing.TB) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(r.options())
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

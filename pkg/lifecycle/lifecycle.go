@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -150,10 +151,17 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 }
 
 // Connect opens the NATS, Redis and vendor clients. NATS reconnects forever;
-// the first connection is retried until ctx is done.
+// the first connection is retried until ctx is done, unless the server
+// refuses the credentials or the certificate: that is a start-up error, as
+// is Redis refusing them.
 func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra, error) {
 	inf := &Infra{Config: cfg, Logger: log, Metrics: telemetry.Registry(), closed: make(chan struct{})}
-	nc, err := nats.Connect(cfg.NATSURL,
+	links, err := NATSOptions(cfg.NATSLink)
+	if err != nil {
+		return nil, err
+	}
+	var firstErr atomic.Pointer[error] // why the first connection has not happened yet
+	nc, err := nats.Connect(cfg.NATSURL, append(links,
 		nats.DrainTimeout(drainTimeout),
 		nats.ClosedHandler(func(*nats.Conn) { close(inf.closed) }),
 		nats.Name("batchfleet"),
@@ -163,36 +171,65 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				firstErr.CompareAndSwap(nil, &err)
+			}
+		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("nats reconnected") }),
-	)
+	)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect NATS_URL: %w", err)
+		return nil, fmt.Errorf("connect NATS_URL %s: %w", config.RedactURL(cfg.NATSURL), err)
 	}
 	inf.NC = nc
 	for !nc.IsConnected() {
+		var why error
+		if err := firstErr.Load(); err != nil {
+			why = *err
+		}
+		if !refused(why) {
+			why = nc.LastError()
+		}
+		if refused(why) {
+			inf.Close()
+			return nil, fmt.Errorf("connect NATS_URL %s: refused: %w", config.RedactURL(cfg.NATSURL), why)
+		}
 		select {
 		case <-ctx.Done():
 			inf.Close()
 			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	if inf.JS, err = jetstream.New(nc); err != nil {
 		inf.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
+	opts, err := RedisOptions(cfg.RedisLink)
 	if err != nil {
 		inf.Close()
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, err
 	}
 	inf.Redis = redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
+	warn, err := checkRedis(pctx, inf.Redis)
+	cancel()
+	if err != nil {
+		inf.Close()
+		return nil, fmt.Errorf("connect REDIS_URL %s: refused: %w", config.RedactURL(cfg.RedisURL), err)
+	}
+	if warn != nil {
+		log.Warn().Err(warn).Msg("redis not reachable yet")
+	}
 	inf.Vendor = batchapi.New(batchapi.Config{
 		APIKey: cfg.OpenAIAPIKey, BaseURL: cfg.OpenAIBaseURL, CallTimeout: cfg.VendorCallTimeout,
 		TransferTimeout: cfg.VendorTransferTimeout,
 	})
 	return inf, nil
 }
+
+// redisCheckTimeout bounds the start-up ping of Redis.
+const redisCheckTimeout = 3 * time.Second
 
 // RunFunc adapts a function to a Runner.
 type RunFunc func(ctx context.Context) error
