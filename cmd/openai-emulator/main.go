@@ -1,8 +1,13 @@
 // Command openai-emulator serves pkg/emulator, an emulator of OpenAI's Files
-// and Batch API, configured from EMULATOR_* environment variables (see
-// emulator.LoadEnv). With EMULATOR_ADDR port 0 it picks a free port; either
-// way it logs {"msg":"listening","message":"listening","base_url":"http://host:port/v1"}
-// to stdout once serving. SIGINT or SIGTERM stop it gracefully.
+// and Batch API and of Anthropic's Message Batches API on one port,
+// configured from EMULATOR_* environment variables (see emulator.LoadEnv).
+// With EMULATOR_ADDR port 0 it picks a free port; either way it logs
+//
+//	{"msg":"listening","message":"listening","base_url":"http://host:port/v1","anthropic_base_url":"http://host:port"}
+//
+// to stdout once serving: base_url is openai-go's base URL,
+// anthropic_base_url anthropic-sdk-go's (ANTHROPIC_BASE_URL). SIGINT or
+// SIGTERM stop it gracefully.
 package main
 
 import (
@@ -55,7 +60,8 @@ func run(ctx context.Context, lookup func(string) (string, bool), stdout io.Writ
 	// learn the port. "msg" duplicates zerolog's "message" for parsers
 	// that expect either.
 	always := log.Level(zerolog.InfoLevel)
-	always.Info().Str("msg", "listening").Str("base_url", srv.BaseURL()).Msg("listening")
+	always.Info().Str("msg", "listening").Str("base_url", srv.BaseURL()).
+		Str("anthropic_base_url", srv.AnthropicBaseURL()).Msg("listening")
 	<-ctx.Done()
 
 	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)

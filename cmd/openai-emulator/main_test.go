@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
@@ -99,6 +101,18 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 	var apiErr *openai.Error
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusUnauthorized, apiErr.StatusCode)
+
+	// The same port and key serve Anthropic's Message Batches API.
+	claude := anthropic.NewClient(aoption.WithoutEnvironmentDefaults(), aoption.WithBaseURL(strings.TrimSuffix(baseURL, "/v1")),
+		aoption.WithAPIKey("sk-secret-key"), aoption.WithMaxRetries(0), aoption.WithHTTPClient(&http.Client{Transport: tr}))
+	require.Contains(t, out.String(), `"anthropic_base_url":"`+strings.TrimSuffix(baseURL, "/v1")+`"`)
+	msgPage, err := claude.Messages.Batches.List(ctx, anthropic.MessageBatchListParams{})
+	require.NoError(t, err)
+	require.Empty(t, msgPage.Data)
+	_, err = claude.Messages.Batches.List(ctx, anthropic.MessageBatchListParams{}, aoption.WithAPIKey("sk-other-key"))
+	var msgErr *anthropic.Error
+	require.ErrorAs(t, err, &msgErr)
+	require.Equal(t, http.StatusUnauthorized, msgErr.StatusCode)
 
 	cancel()
 	select {

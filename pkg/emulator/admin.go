@@ -4,20 +4,26 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 )
 
 // The admin API (no auth) lets tests and operators inspect and steer the
 // emulator; it is not part of OpenAI's API:
 //
-//	GET  /_emulator/batches        {"object":"list","data":[BatchInfo...]} oldest first
+//	GET  /_emulator/batches?provider= {"object":"list","data":[BatchInfo...]} oldest first,
+//	                               both APIs' batches, or only "openai" or "anthropic" ones
 //	GET  /_emulator/calls?batch_id= {"object":"list","data":[Call...]} oldest first
 //	GET  /_emulator/stats          Stats
 //	GET  /_emulator/faults         Faults (JSON form of Faults.MarshalJSON)
 //	PUT  /_emulator/faults         Faults -> the Faults in force
 //	POST /_emulator/reset-stats    -> Stats after the reset
 
-func (e *Emulator) handleAdminBatches(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": e.Batches()})
+func (e *Emulator) handleAdminBatches(w http.ResponseWriter, r *http.Request) {
+	all := e.Batches()
+	if p := r.URL.Query().Get("provider"); p != "" {
+		all = slices.DeleteFunc(all, func(b BatchInfo) bool { return b.Provider != p })
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": all})
 }
 
 func (e *Emulator) handleAdminCalls(w http.ResponseWriter, r *http.Request) {

@@ -143,7 +143,7 @@ func (e *Emulator) handleCreateBatch(c *call) {
 	e.runDueLocked(now)
 	b := &batch{
 		id: newBatchID(), endpoint: *req.Endpoint, inputFileID: f.ID, window: *req.CompletionWindow,
-		metadata: md, created: now, in: in, data: f.data, seq: len(e.batches),
+		metadata: md, created: now, in: in, data: f.data, seq: len(e.batches), ord: e.nextOrd(),
 	}
 	if req.OutputExpiresAfter != nil {
 		b.outputExpiresAfter = req.OutputExpiresAfter.Seconds
@@ -171,20 +171,27 @@ func (e *Emulator) handleCreateBatch(c *call) {
 	e.log.Debug().Str("batch_id", b.id).Int("requests", b.total).Msg("batch created")
 
 	if e.dropAfterCreate() {
-		c.status = statusDropped
-		if hj, ok := c.w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler) // HTTP/2 or a wrapped writer: abort the stream
+		dropConn(c)
+		return
 	}
 	c.json(http.StatusOK, view)
 }
 
 // statusDropped logs a create whose connection was closed without an answer.
 const statusDropped = 0
+
+// dropConn closes c's connection without an answer, as a network failure
+// after the vendor committed would.
+func dropConn(c *call) {
+	c.status = statusDropped
+	if hj, ok := c.w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler) // HTTP/2 or a wrapped writer: abort the stream
+}
 
 func (e *Emulator) dropAfterCreate() bool {
 	e.fmu.Lock()

@@ -38,18 +38,29 @@ const (
 	OpList       = "list"        // GET /v1/batches
 	OpCancel     = "cancel"      // POST /v1/batches/{id}/cancel
 	OpOther      = "other"       // any other /v1 path (answered 404)
+
+	OpAnthropicCreate  = "anthropic_create"  // POST /v1/messages/batches
+	OpAnthropicGet     = "anthropic_get"     // GET /v1/messages/batches/{id}
+	OpAnthropicList    = "anthropic_list"    // GET /v1/messages/batches
+	OpAnthropicCancel  = "anthropic_cancel"  // POST /v1/messages/batches/{id}/cancel
+	OpAnthropicDelete  = "anthropic_delete"  // DELETE /v1/messages/batches/{id}
+	OpAnthropicResults = "anthropic_results" // GET /v1/messages/batches/{id}/results
 )
 
-var knownOps = []string{OpUpload, OpFileGet, OpFileList, OpContent, OpFileDelete, OpCreate, OpGet, OpList, OpCancel}
+var knownOps = []string{
+	OpUpload, OpFileGet, OpFileList, OpContent, OpFileDelete, OpCreate, OpGet, OpList, OpCancel,
+	OpAnthropicCreate, OpAnthropicGet, OpAnthropicList, OpAnthropicCancel, OpAnthropicDelete, OpAnthropicResults,
+}
 
 // Config configures an [Emulator]. The zero value is valid: [Config.WithDefaults]
 // fills every zero field with a fast development default. Durations are real
 // time as read from Clock; a zero duration means "use the default", so use
 // 1ns for "immediately".
 type Config struct {
-	// APIKey, when set, is the only accepted bearer token (EMULATOR_API_KEY).
-	// Empty accepts any bearer token; a missing Authorization header is always
-	// rejected with 401.
+	// APIKey, when set, is the only accepted key (EMULATOR_API_KEY): the
+	// OpenAI API takes it as a bearer token, the Anthropic API as x-api-key
+	// or a bearer token. Empty accepts any key; a request without one is
+	// always rejected with 401.
 	APIKey string
 
 	// Clock is the time source. Defaults to the wall clock.
@@ -110,6 +121,9 @@ type Config struct {
 	CallLogSize int
 	// MaxFileBytes bounds uploads. Defaults to 200 MiB (OpenAI's limit).
 	MaxFileBytes int64
+	// MaxMessageBatchBytes bounds the body of POST /v1/messages/batches
+	// (413 request_too_large beyond). Defaults to 256 MiB (Anthropic's limit).
+	MaxMessageBatchBytes int64
 	// ReplyBytes pads every generated reply text (chat completions
 	// content, completions text, responses output text) to at least this
 	// many bytes, deterministically, so a benchmark can produce output
@@ -138,6 +152,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		Dur("latency", c.Latency).
 		Float64("rate_limit_rate", c.RateLimitRate).
 		Float64("server_error_rate", c.ServerErrorRate).
+		Float64("overloaded_rate", c.OverloadedRate).
 		Float64("drop_after_create_rate", c.DropAfterCreateRate).
 		Float64("failure_rate", c.FailureRate)
 }
@@ -161,6 +176,7 @@ func (c Config) WithDefaults() Config {
 	c.TickInterval = cmp.Or(c.TickInterval, 100*time.Millisecond)
 	c.CallLogSize = cmp.Or(c.CallLogSize, 100_000)
 	c.MaxFileBytes = cmp.Or(c.MaxFileBytes, 200<<20)
+	c.MaxMessageBatchBytes = cmp.Or(c.MaxMessageBatchBytes, 256<<20)
 	c.Faults = c.Faults.withDefaults()
 	return c
 }
@@ -201,8 +217,8 @@ func (c Config) Validate() error {
 	if _, err := webhookKey(c.WebhookSecret); err != nil {
 		return fmt.Errorf("EMULATOR_WEBHOOK_SECRET: %w", err)
 	}
-	if c.WebhookAttempts < 0 || c.CallLogSize < 0 || c.MaxFileBytes < 0 {
-		return errors.New("WebhookAttempts, CallLogSize and MaxFileBytes must not be negative")
+	if c.WebhookAttempts < 0 || c.CallLogSize < 0 || c.MaxFileBytes < 0 || c.MaxMessageBatchBytes < 0 {
+		return errors.New("WebhookAttempts, CallLogSize, MaxFileBytes and MaxMessageBatchBytes must not be negative")
 	}
 	return c.Faults.Validate()
 }
@@ -223,30 +239,40 @@ func webhookKey(secret string) ([]byte, error) {
 	return key, nil
 }
 
-// Faults is the fault injection of the /v1 API. Rates are probabilities in
-// [0,1] drawn from the emulator's seeded random source.
+// Faults is the fault injection of the /v1 API, OpenAI's and Anthropic's
+// alike. Rates are probabilities in [0,1] drawn from the emulator's seeded
+// random source.
 type Faults struct {
 	// Latency is added before every /v1 call is handled (EMULATOR_LATENCY);
 	// a client that gives up earlier ends the wait.
 	Latency time.Duration
-	// RateLimitRate is the probability that a call is answered 429
-	// rate_limit_exceeded with a Retry-After header (EMULATOR_429_RATE).
+	// RateLimitRate is the probability that a call is answered 429 with a
+	// Retry-After header: rate_limit_exceeded from the OpenAI API,
+	// rate_limit_error from the Anthropic API (EMULATOR_429_RATE).
 	RateLimitRate float64
-	// ServerErrorRate is the probability that a call is answered 500 or 503
-	// with a Retry-After header (EMULATOR_5XX_RATE).
+	// ServerErrorRate is the probability that a call is answered with a
+	// server error and a Retry-After header: 500 or 503 server_error from
+	// the OpenAI API, 500 api_error or 529 overloaded_error from the
+	// Anthropic API (EMULATOR_5XX_RATE).
 	ServerErrorRate float64
-	// Ops overrides RateLimitRate and ServerErrorRate per operation
-	// (OpUpload, OpCreate, OpGet, OpList, OpCancel, OpContent, ...).
+	// OverloadedRate is the probability that an Anthropic API call is
+	// answered 529 overloaded_error with a Retry-After header
+	// (EMULATOR_529_RATE). OpenAI API calls ignore it: OpenAI has no 529.
+	OverloadedRate float64
+	// Ops overrides RateLimitRate, ServerErrorRate and OverloadedRate per
+	// operation (OpUpload, OpCreate, OpGet, OpList, OpCancel, OpContent,
+	// OpAnthropicCreate, OpAnthropicGet, ...).
 	Ops map[string]OpFaults
-	// RetryAfter is the Retry-After of injected 429 and 5xx answers, sent
-	// in whole seconds (at least 1). Defaults to 1s.
+	// RetryAfter is the Retry-After of injected 429, 5xx and 529 answers,
+	// sent in whole seconds (at least 1). Defaults to 1s.
 	RetryAfter time.Duration
-	// DropAfterCreateRate is the probability that POST /v1/batches creates
-	// the batch and then closes the connection without answering
-	// (EMULATOR_DROP_AFTER_CREATE_RATE).
+	// DropAfterCreateRate is the probability that POST /v1/batches or POST
+	// /v1/messages/batches creates the batch and then closes the
+	// connection without answering (EMULATOR_DROP_AFTER_CREATE_RATE).
 	DropAfterCreateRate float64
-	// FailureRate is the probability that a request inside a batch fails
-	// with HTTP 500 in the error file (EMULATOR_FAILURE_RATE).
+	// FailureRate is the probability that a request inside a batch fails:
+	// with HTTP 500 in an OpenAI error file, as an errored api_error result
+	// of a Message Batch (EMULATOR_FAILURE_RATE).
 	FailureRate float64
 }
 
@@ -254,6 +280,8 @@ type Faults struct {
 type OpFaults struct {
 	RateLimitRate   float64 `json:"rate_limit_rate"`
 	ServerErrorRate float64 `json:"server_error_rate"`
+	// OverloadedRate applies to Anthropic operations only.
+	OverloadedRate float64 `json:"overloaded_rate,omitempty"`
 }
 
 func (f Faults) withDefaults() Faults {
@@ -267,6 +295,7 @@ func (f Faults) Validate() error {
 	rates := map[string]float64{
 		"EMULATOR_429_RATE":               f.RateLimitRate,
 		"EMULATOR_5XX_RATE":               f.ServerErrorRate,
+		"EMULATOR_529_RATE":               f.OverloadedRate,
 		"EMULATOR_DROP_AFTER_CREATE_RATE": f.DropAfterCreateRate,
 		"EMULATOR_FAILURE_RATE":           f.FailureRate,
 	}
@@ -276,6 +305,7 @@ func (f Faults) Validate() error {
 		}
 		rates["ops."+op+".rate_limit_rate"] = f.Ops[op].RateLimitRate
 		rates["ops."+op+".server_error_rate"] = f.Ops[op].ServerErrorRate
+		rates["ops."+op+".overloaded_rate"] = f.Ops[op].OverloadedRate
 	}
 	for _, name := range slices.Sorted(maps.Keys(rates)) {
 		if r := rates[name]; r < 0 || r > 1 {
@@ -288,12 +318,12 @@ func (f Faults) Validate() error {
 	return nil
 }
 
-// rates returns the 429 and 5xx probabilities of op.
-func (f Faults) rates(op string) (rateLimit, serverError float64) {
+// rates returns the 429, 5xx and 529 probabilities of op.
+func (f Faults) rates(op string) OpFaults {
 	if o, ok := f.Ops[op]; ok {
-		return o.RateLimitRate, o.ServerErrorRate
+		return o
 	}
-	return f.RateLimitRate, f.ServerErrorRate
+	return OpFaults{RateLimitRate: f.RateLimitRate, ServerErrorRate: f.ServerErrorRate, OverloadedRate: f.OverloadedRate}
 }
 
 // faultsJSON is the wire form of Faults (PUT /_emulator/faults).
@@ -301,6 +331,7 @@ type faultsJSON struct {
 	LatencyMS           int64               `json:"latency_ms"`
 	RateLimitRate       float64             `json:"rate_limit_rate"`
 	ServerErrorRate     float64             `json:"server_error_rate"`
+	OverloadedRate      float64             `json:"overloaded_rate"`
 	Ops                 map[string]OpFaults `json:"ops,omitempty"`
 	RetryAfterSeconds   float64             `json:"retry_after_seconds"`
 	DropAfterCreateRate float64             `json:"drop_after_create_rate"`
@@ -314,6 +345,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		LatencyMS:           f.Latency.Milliseconds(),
 		RateLimitRate:       f.RateLimitRate,
 		ServerErrorRate:     f.ServerErrorRate,
+		OverloadedRate:      f.OverloadedRate,
 		Ops:                 f.Ops,
 		RetryAfterSeconds:   f.RetryAfter.Seconds(),
 		DropAfterCreateRate: f.DropAfterCreateRate,
@@ -333,6 +365,7 @@ func (f *Faults) UnmarshalJSON(data []byte) error {
 		Latency:             time.Duration(w.LatencyMS) * time.Millisecond,
 		RateLimitRate:       w.RateLimitRate,
 		ServerErrorRate:     w.ServerErrorRate,
+		OverloadedRate:      w.OverloadedRate,
 		Ops:                 w.Ops,
 		RetryAfter:          time.Duration(w.RetryAfterSeconds * float64(time.Second)),
 		DropAfterCreateRate: w.DropAfterCreateRate,

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,10 +16,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Emulator is an in-memory OpenAI Files + Batch API. It is an http.Handler
-// serving /v1/... (the OpenAI API) and /_emulator/... (the admin API); mount
-// it with httptest.NewServer or use [Server]. Close it to stop its
-// background goroutines.
+// Emulator is an in-memory OpenAI Files + Batch API and Anthropic Message
+// Batches API. It is an http.Handler serving /v1/... (both vendor APIs) and
+// /_emulator/... (the admin API); mount it with httptest.NewServer or use
+// [Server]. Close it to stop its background goroutines.
 type Emulator struct {
 	cfg   Config
 	clock Clock
@@ -35,6 +36,9 @@ type Emulator struct {
 	fileOrder  []*file
 	batches    []*batch
 	byID       map[string]*batch
+	msgBatches []*msgBatch          // Anthropic Message Batches, deleted ones too
+	msgByID    map[string]*msgBatch // undeleted Message Batches
+	ord        int64                // batches of either API created so far
 	sched      schedule
 	failedOnce map[string]bool
 	enqueued   map[string]int64 // model -> estimated input tokens of active batches
@@ -71,6 +75,7 @@ func New(cfg Config) *Emulator {
 		rnd:        rand.New(rand.NewPCG(seed, 0xba7c4)),
 		files:      map[string]*file{},
 		byID:       map[string]*batch{},
+		msgByID:    map[string]*msgBatch{},
 		failedOnce: map[string]bool{},
 		enqueued:   map[string]int64{},
 		calls:      newCallLog(cfg.CallLogSize),
@@ -100,7 +105,8 @@ func (e *Emulator) Close() {
 	e.wg.Wait()
 }
 
-// ServeHTTP serves the OpenAI API under /v1 and the admin API under /_emulator.
+// ServeHTTP serves the OpenAI and Anthropic APIs under /v1 and the admin
+// API under /_emulator.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) { e.mux.ServeHTTP(w, r) }
 
 func (e *Emulator) routes() {
@@ -116,6 +122,7 @@ func (e *Emulator) routes() {
 	e.api("/v1/", OpOther, func(c *call) {
 		c.fail(notFound("", "unknown_url", "Invalid URL (%s %s)", c.r.Method, c.r.URL.Path))
 	})
+	e.anthropicRoutes()
 	e.mux.HandleFunc("GET /_emulator/batches", e.handleAdminBatches)
 	e.mux.HandleFunc("GET /_emulator/calls", e.handleAdminCalls)
 	e.mux.HandleFunc("GET /_emulator/stats", e.handleAdminStats)
@@ -126,12 +133,13 @@ func (e *Emulator) routes() {
 
 // call is one /v1 request being handled.
 type call struct {
-	w       http.ResponseWriter
-	r       *http.Request
-	op      string
-	batchID string
-	status  int
-	started time.Time
+	w         http.ResponseWriter
+	r         *http.Request
+	op        string
+	batchID   string
+	requestID string // Anthropic's request-id
+	status    int
+	started   time.Time
 }
 
 func (c *call) json(status int, v any) {
@@ -144,12 +152,25 @@ func (c *call) fail(err *apiError) {
 	writeError(c.w, err)
 }
 
-// api registers a /v1 route: latency, auth and fault injection run before
-// the handler, and every call is counted and logged.
+// api registers an OpenAI /v1 route: latency, auth and fault injection run
+// before the handler, and every call is counted and logged.
 func (e *Emulator) api(pattern, op string, h func(*call)) {
+	e.route(pattern, op, func(c *call, f Faults) bool {
+		if err := e.authorize(c.r); err != nil {
+			c.fail(err)
+			return false
+		}
+		return op == OpOther || !e.injectFault(c, f)
+	}, h)
+}
+
+// route registers a /v1 route of either API: after Latency, guard checks
+// auth and injects faults, answering c itself when it returns false; then
+// h handles the call. Every call is counted and logged.
+func (e *Emulator) route(pattern, op string, guard func(*call, Faults) bool, h func(*call)) {
 	e.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c := &call{w: w, r: r, op: op, started: time.Now()}
-		if op == OpGet || op == OpCancel {
+		if slices.Contains(batchPathOps, op) {
 			c.batchID = r.PathValue("id")
 		}
 		defer func() { e.calls.add(c, time.Now()) }()
@@ -158,16 +179,15 @@ func (e *Emulator) api(pattern, op string, h func(*call)) {
 			c.status = statusClientClosed
 			return
 		}
-		if err := e.authorize(r); err != nil {
-			c.fail(err)
-			return
+		if guard(c, f) {
+			h(c)
 		}
-		if op != OpOther && e.injectFault(c, f) {
-			return
-		}
-		h(c)
 	})
 }
+
+// batchPathOps are the operations whose path {id} is a batch ID, logged
+// with the call.
+var batchPathOps = []string{OpGet, OpCancel, OpAnthropicGet, OpAnthropicCancel, OpAnthropicDelete, OpAnthropicResults}
 
 // statusClientClosed logs a call the client abandoned during Latency.
 const statusClientClosed = 499
@@ -210,26 +230,37 @@ func redactKey(k string) string {
 
 // injectFault answers c with an injected 429 or 5xx and reports whether it did.
 func (e *Emulator) injectFault(c *call, f Faults) bool {
-	rl, se := f.rates(c.op)
-	if rl == 0 && se == 0 {
+	r := f.rates(c.op)
+	if r.RateLimitRate == 0 && r.ServerErrorRate == 0 {
 		return false
 	}
-	e.fmu.Lock()
-	roll, pick := e.frnd.Float64(), e.frnd.IntN(2)
-	e.fmu.Unlock()
+	roll, pick := e.rollFault()
 	var err *apiError
 	switch {
-	case roll < rl:
+	case roll < r.RateLimitRate:
 		err = errRateLimited()
-	case roll < rl+se:
+	case roll < r.RateLimitRate+r.ServerErrorRate:
 		err = errServer([]int{http.StatusInternalServerError, http.StatusServiceUnavailable}[pick])
 	default:
 		return false
 	}
-	secs := max(1, int(math.Ceil(f.RetryAfter.Seconds())))
-	c.w.Header().Set("Retry-After", strconv.Itoa(secs))
+	setRetryAfter(c.w, f)
 	c.fail(err)
 	return true
+}
+
+// rollFault draws the roll that decides an injected fault and a coin that
+// picks between its two kinds of server error.
+func (e *Emulator) rollFault() (roll float64, pick int) {
+	e.fmu.Lock()
+	defer e.fmu.Unlock()
+	return e.frnd.Float64(), e.frnd.IntN(2)
+}
+
+// setRetryAfter sends f.RetryAfter in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, f Faults) {
+	secs := max(1, int(math.Ceil(f.RetryAfter.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
 }
 
 // Faults returns a copy of the fault injection in force.
@@ -282,50 +313,79 @@ func (e *Emulator) runScheduler() {
 	}
 }
 
-func (e *Emulator) schedule(b *batch) {
-	heap.Push(&e.sched, scheduled{at: b.terminalAt, b: b})
+func (e *Emulator) schedule(b *batch) { e.pushDue(scheduled{at: b.terminalAt, b: b}) }
+
+func (e *Emulator) scheduleMsg(m *msgBatch) { e.pushDue(scheduled{at: m.terminalAt, m: m}) }
+
+// pushDue adds s to the schedule and wakes the scheduler to look at it.
+func (e *Emulator) pushDue(s scheduled) {
+	heap.Push(&e.sched, s)
 	select {
 	case e.wake <- struct{}{}:
 	default:
 	}
 }
 
-// Batches returns every batch ever created, oldest first, as of now.
+// Batches returns every batch ever created through either API, oldest
+// first, as of now: Anthropic Message Batches with Provider "anthropic",
+// deleted ones included.
 func (e *Emulator) Batches() []BatchInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.clock.Now()
 	e.runDueLocked(now)
-	out := make([]BatchInfo, 0, len(e.batches))
-	for _, b := range e.batches {
-		e.advanceLocked(b, now)
-		v := e.viewLocked(b, now)
-		info := BatchInfo{
-			ID: b.id, Status: v.Status, Metadata: b.metadata, CreatedAt: b.created,
-			RequestCounts: v.RequestCounts, Endpoint: b.endpoint, InputFileID: b.inputFileID,
-			OutputFileID: b.outputFileID, ErrorFileID: b.errorFileID,
+	out := make([]BatchInfo, 0, len(e.batches)+len(e.msgBatches))
+	i, j := 0, 0
+	for i < len(e.batches) || j < len(e.msgBatches) {
+		if j == len(e.msgBatches) || i < len(e.batches) && e.batches[i].ord < e.msgBatches[j].ord {
+			out = append(out, e.batchInfoLocked(e.batches[i], now))
+			i++
+			continue
 		}
-		if v.Model != nil {
-			info.Model = *v.Model
-		}
-		if !now.Before(b.terminalAt) {
-			info.TerminalAt = b.terminalAt
-		}
-		out = append(out, info)
+		m := e.msgBatches[j]
+		e.advanceMsgLocked(m, now)
+		out = append(out, m.infoLocked(now))
+		j++
 	}
 	return out
 }
 
+func (e *Emulator) batchInfoLocked(b *batch, now time.Time) BatchInfo {
+	e.advanceLocked(b, now)
+	v := e.viewLocked(b, now)
+	info := BatchInfo{
+		ID: b.id, Provider: ProviderOpenAI, Status: v.Status, Metadata: b.metadata, CreatedAt: b.created,
+		RequestCounts: v.RequestCounts, Endpoint: b.endpoint, InputFileID: b.inputFileID,
+		OutputFileID: b.outputFileID, ErrorFileID: b.errorFileID,
+	}
+	if v.Model != nil {
+		info.Model = *v.Model
+	}
+	if !now.Before(b.terminalAt) {
+		info.TerminalAt = b.terminalAt
+	}
+	return info
+}
+
+// nextOrd numbers a new batch of either API in creation order.
+func (e *Emulator) nextOrd() int64 {
+	e.ord++
+	return e.ord
+}
+
 // Stats are the emulator's counters (Emulator.Stats, GET /_emulator/stats).
 type Stats struct {
-	// BatchesCreated counts batches created since start or the last reset.
+	// BatchesCreated counts batches created through either API since start
+	// or the last reset.
 	BatchesCreated int64 `json:"batches_created"`
-	// ActiveNow counts batches validating, in_progress, finalizing or cancelling.
+	// ActiveNow counts OpenAI batches validating, in_progress, finalizing or
+	// cancelling and Anthropic Message Batches not yet ended.
 	ActiveNow int `json:"active_now"`
 	// MaxActive is the highest ActiveNow since start or the last reset.
 	MaxActive int `json:"max_active"`
-	// CallsByOp counts /v1 calls by operation (OpCreate, OpGet, ...),
-	// including those answered with an injected fault.
+	// CallsByOp counts /v1 calls by operation (OpCreate, OpGet, ...,
+	// OpAnthropicCreate, ...), including those answered with an injected
+	// fault.
 	CallsByOp map[string]int64 `json:"calls_by_op"`
 }
 
@@ -351,7 +411,8 @@ func (e *Emulator) ResetStats() {
 }
 
 // Calls returns the logged /v1 calls, oldest first; with batchID != "" only
-// the calls about that batch (get, cancel, and the create that made it).
+// the calls about that batch (the create that made it and the calls with
+// its ID in their path).
 func (e *Emulator) Calls(batchID string) []Call {
 	return e.calls.list(batchID)
 }

@@ -28,7 +28,8 @@ const (
 // terminal is scheduled, for webhooks and the active count. A cancel
 // re-plans the end. All fields are guarded by Emulator.mu.
 type batch struct {
-	seq                               int // index in Emulator.batches
+	seq                               int   // index in Emulator.batches
+	ord                               int64 // creation order across both APIs
 	id, endpoint, inputFileID, window string
 	metadata                          map[string]string
 	outputExpiresAfter                int64 // seconds; 0 means the default
@@ -408,9 +409,17 @@ func (e *Emulator) viewLocked(b *batch, now time.Time) batchJSON {
 	return v
 }
 
-// BatchInfo is the admin view of a batch (Emulator.Batches, GET /_emulator/batches).
+// BatchInfo is the admin view of a batch of either API (Emulator.Batches,
+// GET /_emulator/batches). For an Anthropic Message Batch, Status is its
+// processing_status, Endpoint is /v1/messages, Model is its first
+// request's, RequestCounts counts its requests (Total), those succeeded
+// (Completed) and those errored (Failed) so far, even before it has ended,
+// and there is no metadata nor file.
 type BatchInfo struct {
-	ID            string            `json:"id"`
+	ID string `json:"id"`
+	// Provider is the API the batch was created through: ProviderOpenAI
+	// or ProviderAnthropic.
+	Provider      string            `json:"provider"`
 	Status        string            `json:"status"`
 	Metadata      map[string]string `json:"metadata"`
 	CreatedAt     time.Time         `json:"created_at"`
@@ -425,16 +434,23 @@ type BatchInfo struct {
 	// Batch objects carry only whole seconds, so benchmarks measuring how
 	// fast a terminal status is detected read this instead.
 	TerminalAt time.Time `json:"terminal_at,omitzero"`
+	// Deleted tells an Anthropic Message Batch deleted through the API.
+	Deleted bool `json:"deleted,omitempty"`
+	// CustomIDs are an Anthropic Message Batch's custom_ids in request
+	// order, the only link from such a batch to the job that made it.
+	CustomIDs []string `json:"custom_ids,omitempty"`
 }
 
-// schedule is a min-heap of batches by the time they turn terminal. An
-// entry whose time no longer matches its batch (re-planned by a cancel) is
-// stale and skipped.
+// schedule is a min-heap of batches of either API by the time they turn
+// terminal. An entry whose time no longer matches its batch (re-planned by
+// a cancel) is stale and skipped.
 type schedule []scheduled
 
+// scheduled is an OpenAI batch b or an Anthropic Message Batch m due at at.
 type scheduled struct {
 	at time.Time
 	b  *batch
+	m  *msgBatch
 }
 
 func (s schedule) Len() int           { return len(s) }
@@ -452,10 +468,12 @@ func (s *schedule) Pop() any {
 func (e *Emulator) runDueLocked(now time.Time) {
 	for e.sched.Len() > 0 && !e.sched[0].at.After(now) {
 		s := heap.Pop(&e.sched).(scheduled)
-		if s.b.final || !s.at.Equal(s.b.terminalAt) {
-			continue
+		switch {
+		case s.b != nil && !s.b.final && s.at.Equal(s.b.terminalAt):
+			e.advanceLocked(s.b, now)
+		case s.m != nil && !s.m.final && s.at.Equal(s.m.terminalAt):
+			e.advanceMsgLocked(s.m, now)
 		}
-		e.advanceLocked(s.b, now)
 	}
 }
 

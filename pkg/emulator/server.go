@@ -70,6 +70,10 @@ func (s *Server) BaseURL() string {
 	return ""
 }
 
+// AnthropicBaseURL is the Anthropic base URL, URL() itself (anthropic-sdk-go
+// adds /v1/messages/...), for option.WithBaseURL or ANTHROPIC_BASE_URL.
+func (s *Server) AnthropicBaseURL() string { return s.URL() }
+
 // Stop shuts the HTTP server down gracefully, closing connections still
 // busy when ctx ends, then closes the emulator.
 func (s *Server) Stop(ctx context.Context) error {
