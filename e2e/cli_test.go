@@ -69,15 +69,29 @@ func TestOperatorCommands(t *testing.T) {
 	f.publish(contract.Request{IdempotencyKey: "bad-1", Requests: chatRequests("bad-1-fail-400", 2)}, true)
 	want["bad-1"] = contract.OutcomeFailed
 	f.publish(contract.Request{IdempotencyKey: "run-1", Requests: items("run-1", 2, "never-finish", 1)}, true)
+	// Contract v1.1 names a second provider this release does not run: a
+	// clear failure, never a job sent to the wrong vendor.
+	f.publish(contract.Request{IdempotencyKey: "claude-1", Provider: contract.ProviderAnthropic,
+		Requests: []contract.RequestItem{{CustomID: "q1", Body: json.RawMessage(`{"model":"claude-haiku-4-5","max_tokens":16,"messages":[]}`)}}}, true)
+	want["claude-1"] = contract.OutcomeFailed
 
 	keys := make([]string, 0, len(want))
 	for k := range want {
 		keys = append(keys, k)
 	}
-	events := f.expectOneEach(completed, keys, 120*time.Second)
+	events, _ := f.readOneEach(completed, keys, 120*time.Second)
+	per := f.batchesPerKey()
+	for _, k := range keys {
+		want := 1
+		if k == "claude-1" {
+			want = 0
+		}
+		require.Equal(t, want, per[k], "vendor batches for %s", k)
+	}
 	for k, ev := range events {
 		require.Equal(t, want[k], ev.Outcome, k)
 	}
+	require.Equal(t, contract.CodeProviderUnavailable, events["claude-1"].Error.Code)
 
 	// jobs ls --status final --outcome partial: exactly the partial jobs.
 	page := decodeJSON[ops.Page](t, f.batchfleet("jobs", "ls", "--status", "final", "--outcome", "partial", "-o", "json"))
@@ -162,9 +176,12 @@ func TestOperatorCommands(t *testing.T) {
 	require.Equal(t, exp.P95Seconds, r.P95Seconds)
 	require.InDelta(t, exp.CostUSD, r.SyncCostUSD-r.SavingsUSD, 1e-12)
 	require.Equal(t, map[string]int{"queued": 0, "submitted": 0, "active": 0}, r.Unfinished)
-	require.Len(t, r.Models, 1)
-	require.Equal(t, "gpt-4o-mini", r.Models[0].Model)
-	require.Equal(t, exp.Jobs, r.Models[0].Jobs)
+	// Per model: the rejected job never had one.
+	require.Len(t, r.Models, 2)
+	require.Equal(t, "", r.Models[0].Model)
+	require.Equal(t, map[string]int{"failed": 1}, r.Models[0].ByOutcome)
+	require.Equal(t, "gpt-4o-mini", r.Models[1].Model)
+	require.Equal(t, exp.Jobs-1, r.Models[1].Jobs)
 	require.Contains(t, f.batchfleet("report", "--since", "1h"), "TOTAL")
 
 	// Bad input: a clear error and a non-zero exit.

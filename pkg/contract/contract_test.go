@@ -52,6 +52,11 @@ func TestDecodeRules(t *testing.T) {
 		{"duplicate custom_id", `{"idempotency_key":"k","requests":[{"custom_id":"a","body":{}},{"custom_id":"a","body":{}}]}`, contract.CodeDuplicateCustomID, "k"},
 		{"body not object", `{"idempotency_key":"k","requests":[{"custom_id":"a","body":"x"}]}`, contract.CodeInvalidInput, "k"},
 		{"truncated", `{"idempotency_key":"k","requests":[{"custom_id":"a","bo`, contract.CodeInvalidJSON, ""},
+		{"unknown provider", `{"idempotency_key":"k","provider":"gemini","requests":[{"custom_id":"a","body":{}}]}`, contract.CodeInvalidField, "k"},
+		{"anthropic endpoint", `{"idempotency_key":"k","provider":"anthropic","endpoint":"/v1/chat/completions","requests":[{"custom_id":"a","body":{}}]}`, contract.CodeInvalidEndpoint, "k"},
+		{"anthropic custom_id", `{"idempotency_key":"k","provider":"anthropic","requests":[{"custom_id":"a.b","body":{}}]}`, contract.CodeInvalidInput, "k"},
+		{"anthropic custom_id too long", `{"idempotency_key":"k","provider":"anthropic","requests":[{"custom_id":"` + strings.Repeat("a", 65) + `","body":{}}]}`, contract.CodeInvalidInput, "k"},
+		{"anthropic input_file_id", `{"idempotency_key":"k","provider":"anthropic","input_file_id":"file-1"}`, contract.CodeInvalidInput, "k"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -79,6 +84,11 @@ func TestDecodeDefaults(t *testing.T) {
 	req, _, err = contract.Decode([]byte(`{"idempotency_key":"k","input_file_id":"file-abc","endpoint":"/v1/embeddings"}`))
 	require.NoError(t, err)
 	require.Equal(t, "file-abc", req.InputFileID)
+	require.Equal(t, contract.ProviderOpenAI, req.Provider, "the default provider")
+
+	req, _, err = contract.Decode([]byte(`{"idempotency_key":"k","provider":"anthropic","requests":[{"custom_id":"req_1-a","params_are_body":0,"body":{"model":"claude","max_tokens":5,"messages":[]}}]}`))
+	require.NoError(t, err)
+	require.Equal(t, contract.AnthropicEndpoint, req.Endpoint, "an anthropic job's default endpoint")
 }
 
 func TestRetryKeys(t *testing.T) {

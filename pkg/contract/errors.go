@@ -22,6 +22,9 @@ const (
 	CodeSubmitFailed   = "submit_failed"
 	CodeBatchFailed    = "batch_failed"
 	CodeCancelled      = "cancelled"
+	// CodeProviderUnavailable: the job's provider is not available in this
+	// fleet (not configured, or not supported by this release).
+	CodeProviderUnavailable = "provider_unavailable"
 )
 
 // ErrInvalidRequest matches every validation *Error with errors.Is.

@@ -49,7 +49,23 @@ type Request struct {
 	// store bucket batch_intake (contract v1.1, "Large inputs"): the way to
 	// send a job larger than one NATS message.
 	InputObject string `json:"input_object,omitempty"`
+	// Provider is the vendor (contract v1.1, "Providers"): ProviderOpenAI
+	// (the default) or ProviderAnthropic.
+	Provider string `json:"provider,omitempty"`
 }
+
+// Providers (contract v1.1).
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+	// AnthropicEndpoint is the only (and default) endpoint of Anthropic jobs.
+	AnthropicEndpoint = "/v1/messages"
+	// MaxAnthropicRequests bounds an Anthropic job's requests.
+	MaxAnthropicRequests = 100000
+)
+
+// anthropicIDRE is Anthropic's custom_id rule.
+var anthropicIDRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 // RequestItem is one sub-request; method POST and url = endpoint are implied.
 type RequestItem struct {
@@ -125,10 +141,28 @@ func (r *Request) Validate() error {
 	if _, n := SplitRetryKey(r.IdempotencyKey); n > 0 {
 		return Errorf(CodeInvalidKey, "idempotency_key must not end in %q<n>: that suffix is reserved for retry batches", retrySep)
 	}
+	switch r.Provider {
+	case "":
+		r.Provider = ProviderOpenAI
+	case ProviderOpenAI, ProviderAnthropic:
+	default:
+		return Errorf(CodeInvalidField, "provider %q is not one of %s, %s", r.Provider, ProviderOpenAI, ProviderAnthropic)
+	}
+	if r.Provider == ProviderAnthropic {
+		if r.Endpoint == "" {
+			r.Endpoint = AnthropicEndpoint
+		}
+		if r.Endpoint != AnthropicEndpoint {
+			return Errorf(CodeInvalidEndpoint, "endpoint %q: an anthropic job's endpoint is %s", r.Endpoint, AnthropicEndpoint)
+		}
+		if r.InputFileID != "" {
+			return Errorf(CodeInvalidInput, "input_file_id is an OpenAI file: give an anthropic job's requests inline or as input_object")
+		}
+	}
 	if r.Endpoint == "" {
 		r.Endpoint = DefaultEndpoint
 	}
-	if !isEndpoint(r.Endpoint) {
+	if r.Provider == ProviderOpenAI && !isEndpoint(r.Endpoint) {
 		return Errorf(CodeInvalidEndpoint, "endpoint %q is not one of %s", r.Endpoint, strings.Join(Endpoints, ", "))
 	}
 	if r.CompletionWindow == "" {
@@ -157,7 +191,7 @@ func (r *Request) Validate() error {
 	case r.InputFileID != "":
 		return nil
 	}
-	return validateItems(r.Requests)
+	return validateItems(r.Provider, r.Requests)
 }
 
 func isEndpoint(e string) bool {
@@ -186,17 +220,24 @@ func validateMetadata(m map[string]string) error {
 	return nil
 }
 
-func validateItems(items []RequestItem) error {
-	if len(items) == 0 {
-		return Errorf(CodeInvalidInput, "requests must hold 1..%d items, got 0", MaxRequests)
+func validateItems(provider string, items []RequestItem) error {
+	limit := MaxRequests
+	if provider == ProviderAnthropic {
+		limit = MaxAnthropicRequests
 	}
-	if len(items) > MaxRequests {
-		return Errorf(CodeInvalidInput, "requests must hold 1..%d items, got %d", MaxRequests, len(items))
+	if len(items) == 0 {
+		return Errorf(CodeInvalidInput, "requests must hold 1..%d items, got 0", limit)
+	}
+	if len(items) > limit {
+		return Errorf(CodeInvalidInput, "requests must hold 1..%d items, got %d", limit, len(items))
 	}
 	seen := make(map[string]struct{}, len(items))
 	for i, it := range items {
 		if it.CustomID == "" {
 			return Errorf(CodeInvalidInput, "requests[%d].custom_id is required", i)
+		}
+		if provider == ProviderAnthropic && !anthropicIDRE.MatchString(it.CustomID) {
+			return Errorf(CodeInvalidInput, "requests[%d].custom_id %q: an anthropic custom_id is 1..64 characters of [a-zA-Z0-9_-]", i, it.CustomID)
 		}
 		if _, dup := seen[it.CustomID]; dup {
 			return Errorf(CodeDuplicateCustomID, "requests[%d].custom_id %q is not unique", i, it.CustomID)

@@ -214,6 +214,14 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 		s.settle(m, s.reject(ctx, m, key, ce), key)
 		return
 	}
+	if req.Provider != contract.ProviderOpenAI {
+		// Contract v1.1 names Anthropic; this release validates its jobs
+		// but does not run them yet: a clear failure, not a job sent to
+		// the wrong vendor.
+		s.settle(m, s.reject(ctx, m, key, contract.Errorf(contract.CodeProviderUnavailable,
+			"provider %q is not available in this release of the fleet (only %q runs)", req.Provider, contract.ProviderOpenAI)), key)
+		return
+	}
 	var v verdict
 	var job *jobstore.Job
 	sum, err := s.checkIntake(ctx, &req)
