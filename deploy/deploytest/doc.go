@@ -1,8 +1,9 @@
-// Package deploytest validates the deployment files offline, as part of
-// `go test ./...`: the Dockerfile and .dockerignore, docker-compose.yml
-// (loaded with compose-go, the library docker compose itself uses) and the
-// Kubernetes manifests in deploy/k8s (strictly decoded into the typed
-// Kubernetes API structs, so a misspelt field fails).
+// Package deploytest validates the deployment files offline (run with
+// `cd deploy && go test ./...`, as scripts/test.sh does): the Dockerfile and
+// .dockerignore, docker-compose.yml (loaded with compose-go, the library
+// docker compose itself uses) and the Kubernetes manifests in deploy/k8s
+// (strictly decoded into the typed Kubernetes API structs, so a misspelt
+// field fails).
 //
 // Beyond syntax it checks that the files agree with each other and with the
 // workers: every worker's environment passes the workers' own
@@ -12,5 +13,8 @@
 // the declared replicas, and every binary a service runs is built by the
 // Dockerfile.
 //
-// It has no non-test code; this file only carries the package doc.
+// It is in a module of its own (deploy/go.mod, which replaces the product's
+// module with this checkout), so the Kubernetes and compose-go libraries it
+// needs are not dependencies of the product. It has no non-test code; this
+// file only carries the package doc.
 package deploytest
