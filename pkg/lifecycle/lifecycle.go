@@ -192,7 +192,11 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		}
 		if refused(why) {
 			inf.Close()
-			return nil, fmt.Errorf("connect NATS_URL %s: refused: %w", config.RedactURL(cfg.NATSURL), why)
+			hint := ""
+			if cfg.NATSCertFile == "" && wantsClientCert(why) {
+				hint = " (does the server want a client certificate? NATS_CERT_FILE, NATS_KEY_FILE)"
+			}
+			return nil, fmt.Errorf("connect NATS_URL %s: refused%s: %w", config.RedactURL(cfg.NATSURL), hint, why)
 		}
 		select {
 		case <-ctx.Done():

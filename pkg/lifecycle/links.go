@@ -119,3 +119,16 @@ func refused(err error) bool {
 	}
 	return false
 }
+
+// wantsClientCert reports whether err is a TLS server turning away a client
+// that showed no certificate: with TLS 1.3 the client learns it after its
+// handshake, as an alert or as the connection closing.
+func wantsClientCert(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"certificate required", "bad certificate", "closed by remote after TLS handshake"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}

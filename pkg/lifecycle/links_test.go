@@ -83,7 +83,7 @@ func TestConnectLinks(t *testing.T) {
 		change map[string]string
 		want   string
 	}{
-		"no client certificate": {map[string]string{"NATS_CERT_FILE": "", "NATS_KEY_FILE": ""}, "NATS_URL"},
+		"no client certificate": {map[string]string{"NATS_CERT_FILE": "", "NATS_KEY_FILE": ""}, "client certificate"},
 		"no CA":                 {map[string]string{"NATS_CA_FILE": ""}, "NATS_URL"},
 		"wrong NATS password":   {map[string]string{"NATS_URL": "tls://ops:wrong-pw@" + natsHost, "NATS_NKEY_FILE": ""}, "NATS_URL"},
 		"no NATS credentials":   {map[string]string{"NATS_NKEY_FILE": ""}, "NATS_URL"},
