@@ -469,9 +469,13 @@ func checkK8s(m *manifests, cmds map[string]bool) problems {
 		if err != nil {
 			p.add("k8s: %s METRICS_ADDR %q: %v", where, env["METRICS_ADDR"], err)
 		}
-		for name, probe := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != "/healthz" || int(containerPort(c, probe.HTTPGet.Port)) != metrics {
-				p.add("k8s: %s %s probe is not GET /healthz on METRICS_ADDR port %d", where, name, metrics)
+		for name, want := range map[string]struct {
+			probe *corev1.Probe
+			path  string
+		}{"liveness": {c.LivenessProbe, "/healthz"}, "readiness": {c.ReadinessProbe, "/readyz"}} {
+			probe := want.probe
+			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want.path || int(containerPort(c, probe.HTTPGet.Port)) != metrics {
+				p.add("k8s: %s %s probe is not GET %s on METRICS_ADDR port %d", where, name, want.path, metrics)
 			}
 		}
 		if u, err := url.Parse(env["NATS_URL"]); err != nil || m.services[u.Hostname()] == nil {
