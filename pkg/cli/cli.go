@@ -161,12 +161,19 @@ func prices() (results.PriceTable, error) {
 	return results.ParsePriceTable(os.Getenv("PRICE_TABLE"))
 }
 
-func (e *env) lister(st *jobstore.Store) (*ops.Lister, error) {
+// query runs fn with a Lister over the fleet's job index (PRICE_TABLE
+// prices), then closes the connection.
+func (e *env) query(ctx context.Context, fn func(*ops.Lister) error) error {
 	p, err := prices()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &ops.Lister{Store: st, Prices: p, Now: e.now}, nil
+	nc, _, st, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return fn(&ops.Lister{Store: st, Prices: p, Now: e.now})
 }
 
 // output is the -o flag of a command.

@@ -51,16 +51,11 @@ estimated from the requests done and the model's price (PRICE_TABLE).`,
 			if err := f.Validate(); err != nil {
 				return err
 			}
-			nc, _, st, err := e.store(cmd.Context())
-			if err != nil {
+			var page ops.Page
+			err = e.query(cmd.Context(), func(l *ops.Lister) (err error) {
+				page, err = l.List(cmd.Context(), f)
 				return err
-			}
-			defer nc.Close()
-			l, err := e.lister(st)
-			if err != nil {
-				return err
-			}
-			page, err := l.List(cmd.Context(), f)
+			})
 			if err != nil {
 				return err
 			}

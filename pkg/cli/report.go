@@ -35,16 +35,11 @@ and failed, tokens, the estimated batch cost and the savings against the synchro
 			if err != nil {
 				return err
 			}
-			nc, _, st, err := e.store(cmd.Context())
-			if err != nil {
+			var r ops.Report
+			err = e.query(cmd.Context(), func(l *ops.Lister) (err error) {
+				r, err = l.Report(cmd.Context(), from)
 				return err
-			}
-			defer nc.Close()
-			l, err := e.lister(st)
-			if err != nil {
-				return err
-			}
-			r, err := l.Report(cmd.Context(), from)
+			})
 			if err != nil {
 				return err
 			}
