@@ -67,7 +67,7 @@ func awaitEnded(t *testing.T, c anthropic.Client, id string) []*anthropic.Messag
 			return seen
 		}
 		require.True(t, time.Now().Before(deadline), "message batch %s still %s", id, b.ProcessingStatus)
-		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
 	}
 }
 
