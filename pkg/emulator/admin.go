@@ -8,15 +8,15 @@ import (
 )
 
 // The admin API (no auth) lets tests and operators inspect and steer the
-// emulator; it is not part of OpenAI's API:
+// emulator; it is part of neither vendor's API:
 //
-//	GET  /_emulator/batches?provider= {"object":"list","data":[BatchInfo...]} oldest first,
-//	                               both APIs' batches, or only "openai" or "anthropic" ones
-//	GET  /_emulator/calls?batch_id= {"object":"list","data":[Call...]} oldest first
-//	GET  /_emulator/stats          Stats
-//	GET  /_emulator/faults         Faults (JSON form of Faults.MarshalJSON)
-//	PUT  /_emulator/faults         Faults -> the Faults in force
-//	POST /_emulator/reset-stats    -> Stats after the reset
+//	GET  /_emulator/batches?provider= {"object":"list","data":[BatchInfo...]} oldest first: both
+//	                                  APIs' batches, or only provider "openai" or "anthropic" ones
+//	GET  /_emulator/calls?batch_id=   {"object":"list","data":[Call...]} oldest first
+//	GET  /_emulator/stats             Stats
+//	GET  /_emulator/faults            Faults (JSON form of Faults.MarshalJSON)
+//	PUT  /_emulator/faults            Faults -> the Faults in force
+//	POST /_emulator/reset-stats       -> Stats after the reset
 
 func (e *Emulator) handleAdminBatches(w http.ResponseWriter, r *http.Request) {
 	all := e.Batches()

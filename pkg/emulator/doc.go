@@ -83,7 +83,8 @@
 // "fail-always" always fails with 500, "fail-429" with 429, "fail-400"
 // with 400, and "never-finish" never executes, keeping its batch
 // in_progress until expiry or cancel, as does the model "expire-me" for a
-// whole batch. FailureRate adds random 500s.
+// whole batch. FailureRate adds random 500s. Message Batches take the same
+// words (see below).
 //
 // # Anthropic Message Batches
 //
@@ -102,8 +103,8 @@
 // <key>" (anthropic-sdk-go v2's option.WithAPIKey sends the latter; any key
 // unless [Config.APIKey] is set), else 401 authentication_error, and an
 // "anthropic-version: YYYY-MM-DD" header, else 400. Every answer carries a
-// request-id header; errors are {"type":"error","error":{"type","message"},
-// "request_id"} with Anthropic's types: invalid_request_error (400),
+// request-id header; errors are
+// {"type":"error","error":{"type","message"},"request_id"} with Anthropic's types: invalid_request_error (400),
 // authentication_error (401), not_found_error (404), request_too_large
 // (413), rate_limit_error (429), api_error (500), overloaded_error (529).
 //
