@@ -160,7 +160,7 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 	if err != nil {
 		return nil, err
 	}
-	var firstErr atomic.Pointer[error] // why the first connection has not happened yet
+	var connErr atomic.Pointer[error] // why the latest try of the first connection failed
 	nc, err := nats.Connect(cfg.NATSURL, append(links,
 		nats.DrainTimeout(drainTimeout),
 		nats.ClosedHandler(func(*nats.Conn) { close(inf.closed) }),
@@ -173,7 +173,7 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				firstErr.CompareAndSwap(nil, &err)
+				connErr.Store(&err)
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("nats reconnected") }),
@@ -184,7 +184,7 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 	inf.NC = nc
 	for !nc.IsConnected() {
 		var why error
-		if err := firstErr.Load(); err != nil {
+		if err := connErr.Load(); err != nil {
 			why = *err
 		}
 		if !refused(why) {
