@@ -62,7 +62,7 @@ func NewAnthropic(cfg AnthropicConfig) *Anthropic {
 		t.MaxIdleConnsPerHost = 64
 		hc = &http.Client{Transport: t}
 	}
-	opts = append(opts, option.WithHTTPClient(hc))
+	opts = append(opts, option.WithHTTPClient(traced(hc, "anthropic")))
 	return &Anthropic{c: anthropic.NewClient(opts...), cfg: cfg}
 }
 
@@ -437,4 +437,3 @@ func (a *Anthropic) FindCreated(ctx context.Context, since time.Time, count int)
 		after = page[len(page)-1].ID
 	}
 }
-

@@ -54,7 +54,7 @@ func New(cfg Config) *Client {
 		t.MaxIdleConnsPerHost = 256
 		hc = &http.Client{Transport: t}
 	}
-	opts = append(opts, option.WithHTTPClient(hc))
+	opts = append(opts, option.WithHTTPClient(traced(hc, "openai")))
 	return &Client{c: openai.NewClient(opts...), cfg: cfg}
 }
 

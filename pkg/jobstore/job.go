@@ -221,8 +221,11 @@ type Poll struct {
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 	Final           bool `json:"final,omitempty"`
 	// Swept: the List sweep has listed this batch (see package poll).
-	Swept    bool   `json:"swept,omitempty"`
-	Revision uint64 `json:"-"`
+	Swept bool `json:"swept,omitempty"`
+	// Traceparent is the W3C trace context of the job's submission, so a
+	// change the sweep applies is traced with the job.
+	Traceparent string `json:"traceparent,omitempty"`
+	Revision    uint64 `json:"-"`
 }
 
 // Sweep is the outcome of the last complete List sweep of the vendor's

@@ -109,6 +109,17 @@ func Run(ctx context.Context, component string, env config.Lookup, logOut io.Wri
 		return err
 	}
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting")
+	stopTracing, err := telemetry.SetupTracing(ctx, component, env, logOut)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn().Err(err).Msg("flush traces")
+		}
+	}()
 	inf, err := Connect(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -96,7 +96,7 @@ func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (
 	for model, u := range merged.BilledByModel(a.N) {
 		billed[model] = contract.Usage(u)
 	}
-	n.log.Info().Str("idempotency_key", key).Str("batch_id", b.ID).Str("status", b.Status).
+	n.log.Info().Ctx(ctx).Str("idempotency_key", key).Str("batch_id", b.ID).Str("status", b.Status).
 		Int("completed", b.Counts.Completed).Int("failed", b.Counts.Failed).Int("lines", merged.Len()).Msg("batch results merged")
 	return collected{key: key, record: markFinal(key, b, failure, ref, billed, count, n.d.Now().UTC()), merged: merged}, nil
 }

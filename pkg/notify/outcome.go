@@ -28,7 +28,7 @@ func (n *Notifier) publishCompleted(ctx context.Context, job *jobstore.Job) erro
 		return err
 	}
 	n.d.Metrics.JobCompleted(job.Outcome)
-	n.log.Info().Str("idempotency_key", job.Key).Str("outcome", job.Outcome).Strs("batch_ids", ev.BatchIDs).
+	n.log.Info().Ctx(ctx).Str("idempotency_key", job.Key).Str("outcome", job.Outcome).Strs("batch_ids", ev.BatchIDs).
 		Int("completed", job.Counts.Completed).Int("failed", job.Counts.Failed).Msg("job completed")
 	n.hygiene(ctx, job)
 	return nil

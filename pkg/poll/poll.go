@@ -458,7 +458,7 @@ func (p *Poller) observe(ctx context.Context, st *jobstore.Poll, t stream.PollTa
 		if _, err := stream.Publish(ctx, p.d.JS, contract.StateSubject(b.Status), ev, stream.WithMsgID(contract.StateMsgID(t.BatchID, b.Status))); err != nil {
 			return false, err
 		}
-		p.log.Info().Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Str("from", st.Status).Str("to", b.Status).
+		p.log.Info().Ctx(ctx).Str("batch_id", t.BatchID).Str("idempotency_key", t.Key).Str("from", st.Status).Str("to", b.Status).
 			Int("completed", b.Counts.Completed).Int("total", b.Counts.Total).Msg("state change")
 		p.d.Metrics.Transition(b.Status)
 	} else if now.Sub(st.ProgressAt) >= p.cfg.ProgressEvery {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
@@ -17,6 +19,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // lister is the vendor's batch list, newest first, 1..100 per page, with
@@ -410,6 +413,10 @@ func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
 	// publishes are de-duplicated by message id, so a claim or webhook poll
 	// racing this one makes one of them fail and look again.
 	t := stream.PollTask{BatchID: b.ID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
+	// The change belongs to the job's trace, not the sweep's.
+	ctx, span := telemetry.Tracer().Start(telemetry.WithTraceparent(ctx, st.Traceparent), "sweep apply "+b.Status,
+		trace.WithAttributes(attribute.String("batchfleet.batch_id", b.ID)))
+	defer span.End()
 	if _, err := p.observe(ctx, st, t, b, st.PollsSince); err != nil {
 		if errors.Is(err, jobstore.ErrConflict) {
 			return false // applied meanwhile by another path: compared again next sweep

@@ -11,7 +11,28 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
+
+// consumeSpan starts the span of handling m, a child of the trace
+// context its publisher put in its headers (so one job's spans share a
+// trace across the worker processes).
+func consumeSpan(ctx context.Context, m jetstream.Msg) (context.Context, trace.Span) {
+	ctx = telemetry.Extract(ctx, m.Headers())
+	attrs := []attribute.KeyValue{
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", m.Subject()),
+	}
+	if md, err := m.Metadata(); err == nil {
+		attrs = append(attrs, attribute.String("messaging.consumer.group.name", md.Consumer),
+			attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)))
+	}
+	return telemetry.Tracer().Start(ctx, "process "+m.Subject(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+}
 
 // Handler processes one message and must ack, nak or term it. ctx is
 // cancelled only at the hard stop deadline; a handler that sees it
@@ -66,7 +87,9 @@ func Consume(ctx context.Context, c jetstream.Consumer, opt ConsumeOptions, hand
 		got, err := fetch(ctx, c, k, opt, func(m jetstream.Msg) {
 			wg.Go(func() {
 				defer func() { free <- struct{}{} }()
-				handler(work, m)
+				hctx, span := consumeSpan(work, m)
+				defer span.End()
+				handler(hctx, m)
 			})
 		})
 		for range k - got {

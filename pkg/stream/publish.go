@@ -8,8 +8,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // PublishTimeout bounds one publish when the caller's context has no deadline.
@@ -53,6 +57,14 @@ func PublishRaw(ctx context.Context, js jetstream.Publisher, subject string, dat
 	for _, f := range opts {
 		f(&o)
 	}
+	ctx, span := telemetry.Tracer().Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.message.id", o.msgID)))
+	defer span.End()
+	if o.header == nil {
+		o.header = nats.Header{}
+	}
+	telemetry.Inject(ctx, o.header)
 	msg := &nats.Msg{Subject: subject, Data: data, Header: o.header}
 	var popts []jetstream.PublishOpt
 	if o.msgID != "" {
@@ -62,6 +74,7 @@ func PublishRaw(ctx context.Context, js jetstream.Publisher, subject string, dat
 	defer cancel()
 	ack, err := js.PublishMsg(ctx, msg, popts...)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}
 	return ack, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // reconcileSlack widens the vendor search window for clock skew between
@@ -276,7 +277,7 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	}
 	failpoint.Hit("submit/after-create")
 	s.d.Metrics.BatchCreated(job.Endpoint)
-	log.Info().Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
+	log.Info().Ctx(ctx).Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
 }
 
@@ -441,7 +442,7 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 	// Record the batch for the pollers before handing it over, so a vendor
 	// webhook arriving before the first poll finds it.
 	ps := &jobstore.Poll{BatchID: b.ID, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC(),
-		CancelRequested: rec.CancelRequested}
+		CancelRequested: rec.CancelRequested, Traceparent: telemetry.Traceparent(ctx)}
 	if err := s.d.Store.PutPoll(ctx, ps); err != nil && !errors.Is(err, jobstore.ErrConflict) {
 		return verdict{}, err
 	}

@@ -27,7 +27,7 @@ func NewLogger(w io.Writer, level, component string) (zerolog.Logger, error) {
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("LOG_LEVEL %q is not one of debug, info, warn, error", level)
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", component).Logger(), nil
+	return zerolog.New(w).Level(lvl).Hook(traceHook{}).With().Timestamp().Str("component", component).Logger(), nil
 }
 
 // Registry is the process's metrics registry (with Go and process collectors).
