@@ -47,8 +47,8 @@ func TestTraceFollowsAJobAcrossProcesses(t *testing.T) {
 		"submitter": {"process batch.requests", "openai POST /v1/files", "openai POST /v1/batches", "publish batchfleet.poll"},
 		// The claim's poll, or the List sweep applying the change in the
 		// job's trace (kept on the poll record), publishes the states.
-		"poller":    {"process batchfleet.poll", "publish batch.state.completed", "publish batchfleet.final"},
-		"notifier":  {"process batchfleet.final", "openai GET /v1/files/{id}/content", "publish batch.completed"},
+		"poller":   {"process batchfleet.poll", "publish batch.state.completed", "publish batchfleet.final"},
+		"notifier": {"process batchfleet.final", "openai GET /v1/files/{id}/content", "publish batch.completed"},
 	}
 	spansOf := func(kind string) map[string]string { // name -> trace id
 		out := map[string]string{}
