@@ -25,44 +25,22 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/results"
 )
 
-// AnthropicConfig configures the Anthropic Message Batches client.
-type AnthropicConfig struct {
-	// APIKey is ANTHROPIC_API_KEY.
-	APIKey string `json:"-"`
-	// BaseURL is ANTHROPIC_BASE_URL (the SDK's default when empty).
-	BaseURL string
-	// CallTimeout bounds each call but creates and result downloads. Defaults to 30s.
-	CallTimeout time.Duration
-	// TransferTimeout bounds creates (the requests travel in the create
-	// call) and result downloads. Defaults to 10m.
-	TransferTimeout time.Duration
-	// HTTPClient overrides the HTTP client.
-	HTTPClient *http.Client
-}
-
 // Anthropic is the Anthropic Message Batches client, on anthropic-sdk-go
 // with the SDK's own retries off (the fleet decides what to retry: a
 // create whose answer was lost must be searched for, never sent again).
 type Anthropic struct {
 	c   anthropic.Client
-	cfg AnthropicConfig
+	cfg Config
 }
 
-// NewAnthropic returns a client; it makes no call.
-func NewAnthropic(cfg AnthropicConfig) *Anthropic {
-	cfg.CallTimeout = cmp.Or(cfg.CallTimeout, 30*time.Second)
-	cfg.TransferTimeout = cmp.Or(cfg.TransferTimeout, 10*time.Minute)
-	opts := []option.RequestOption{option.WithMaxRetries(0), option.WithAPIKey(cfg.APIKey)}
+// NewAnthropic returns a client (cfg.APIKey is ANTHROPIC_API_KEY,
+// cfg.BaseURL ANTHROPIC_BASE_URL); it makes no call.
+func NewAnthropic(cfg Config) *Anthropic {
+	cfg, hc := cfg.withDefaults(64, "anthropic")
+	opts := []option.RequestOption{option.WithMaxRetries(0), option.WithAPIKey(cfg.APIKey), option.WithHTTPClient(hc)}
 	if cfg.BaseURL != "" {
 		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		hc = &http.Client{Transport: t}
-	}
-	opts = append(opts, option.WithHTTPClient(traced(hc, "anthropic")))
 	return &Anthropic{c: anthropic.NewClient(opts...), cfg: cfg}
 }
 

@@ -22,9 +22,9 @@ import (
 
 // Config configures the vendor client.
 type Config struct {
-	// APIKey is OPENAI_API_KEY.
+	// APIKey is the provider's key (OPENAI_API_KEY, ANTHROPIC_API_KEY).
 	APIKey string `json:"-"`
-	// BaseURL is OPENAI_BASE_URL (openai-go's default when empty).
+	// BaseURL is OPENAI_BASE_URL or ANTHROPIC_BASE_URL (the SDK's default when empty).
 	BaseURL string
 	// CallTimeout bounds each call but uploads and downloads (VENDOR_CALL_TIMEOUT). Defaults to 30s.
 	CallTimeout time.Duration
@@ -42,20 +42,27 @@ type Client struct {
 
 // New returns a client; it makes no call.
 func New(cfg Config) *Client {
-	cfg.CallTimeout = cmp.Or(cfg.CallTimeout, 30*time.Second)
-	cfg.TransferTimeout = cmp.Or(cfg.TransferTimeout, 10*time.Minute)
-	opts := []option.RequestOption{option.WithMaxRetries(0), option.WithAPIKey(cfg.APIKey)}
+	cfg, hc := cfg.withDefaults(256, "openai")
+	opts := []option.RequestOption{option.WithMaxRetries(0), option.WithAPIKey(cfg.APIKey), option.WithHTTPClient(hc)}
 	if cfg.BaseURL != "" {
 		opts = append(opts, option.WithBaseURL(cfg.BaseURL))
 	}
+	return &Client{c: openai.NewClient(opts...), cfg: cfg}
+}
+
+// withDefaults fills the timeouts and returns the HTTP client of a
+// provider's SDK: cfg.HTTPClient or one keeping idle connections per host,
+// traced either way.
+func (cfg Config) withDefaults(idlePerHost int, provider string) (Config, *http.Client) {
+	cfg.CallTimeout = cmp.Or(cfg.CallTimeout, 30*time.Second)
+	cfg.TransferTimeout = cmp.Or(cfg.TransferTimeout, 10*time.Minute)
 	hc := cfg.HTTPClient
 	if hc == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 256
+		t.MaxIdleConnsPerHost = idlePerHost
 		hc = &http.Client{Transport: t}
 	}
-	opts = append(opts, option.WithHTTPClient(traced(hc, "openai")))
-	return &Client{c: openai.NewClient(opts...), cfg: cfg}
+	return cfg, traced(hc, provider)
 }
 
 // Batch is the fleet's view of a vendor batch.
