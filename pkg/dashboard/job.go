@@ -128,19 +128,15 @@ func (d *dashboard) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := pageContext(r)
 	defer cancel()
-	j, err := d.o.Store.Get(ctx, key)
-	if errors.Is(err, jobstore.ErrNotFound) {
+	err := ops.Cancel(ctx, d.o.JS, d.o.Store, key)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
 		d.renderError(w, r, http.StatusNotFound, "No job has the key "+quote(key)+".")
 		return
-	}
-	if err == nil && j.Final {
-		d.renderError(w, r, http.StatusConflict, "Not cancelled: job "+quote(key)+" is already final ("+j.Outcome+").")
+	case errors.Is(err, ops.ErrFinal):
+		d.renderError(w, r, http.StatusConflict, strings.ToUpper(err.Error()[:1])+err.Error()[1:]+".")
 		return
-	}
-	if err == nil {
-		err = ops.Cancel(ctx, d.o.JS, d.o.Store, key)
-	}
-	if err != nil {
+	case err != nil:
 		d.internalError(w, r, "cancel job", err)
 		return
 	}

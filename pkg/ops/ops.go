@@ -116,6 +116,9 @@ func Job(ctx context.Context, js jetstream.JetStream, key string) (*jobstore.Job
 	return st.Get(ctx, key)
 }
 
+// ErrFinal: the job is already final (Cancel).
+var ErrFinal = errors.New("not cancelled")
+
 // Cancel publishes a batch.cancel for key (the fleet cancels its vendor
 // batches and ends the job cancelled). It fails for a key the fleet has no
 // record of, or whose job is already final.
@@ -125,7 +128,7 @@ func Cancel(ctx context.Context, js jetstream.JetStream, st *jobstore.Store, key
 		return err
 	}
 	if j.Final {
-		return fmt.Errorf("job %q is already final (%s)", key, j.Outcome)
+		return fmt.Errorf("%w: job %q is already final (%s)", ErrFinal, key, j.Outcome)
 	}
 	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Cancels); err != nil {
 		return err
