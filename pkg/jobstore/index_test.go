@@ -143,3 +143,16 @@ func TestHourRollupIsRemadeWhenItsHourChanges(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok, "the current hour is never rolled up")
 }
+
+// A create that finds the record already there leaves the index
+// describing the record that exists, not the one that was not created.
+func TestCreateOfAnExistingKeyKeepsItsEntry(t *testing.T) {
+	st, _ := open(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	require.NoError(t, st.Create(ctx, &jobstore.Job{Key: "dup", Final: true, Completed: true, Outcome: contract.OutcomeSucceeded, FinishedAt: now}))
+	err := st.Create(ctx, &jobstore.Job{Key: "dup", Attempts: []jobstore.Attempt{{Key: "dup", State: jobstore.AttemptPending}}})
+	require.ErrorIs(t, err, jobstore.ErrExists)
+	require.Empty(t, keysIn(t, st, jobstore.StateQueued), "no queued entry for a final job")
+	require.Equal(t, []string{"dup"}, keysIn(t, st, jobstore.StateFinal))
+}

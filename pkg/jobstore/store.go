@@ -177,6 +177,12 @@ func (s *Store) Create(ctx context.Context, j *Job) error {
 	}
 	rev, err := s.jobs.Create(ctx, KVKey(j.Key), data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
+		// The entry just written describes a record that was not
+		// created: make the index describe the one that exists.
+		if cur, gerr := s.Get(ctx, j.Key); gerr == nil {
+			_ = s.Reindex(ctx, cur, IndexKey(j))
+		}
+		j.Timeline = tl
 		return fmt.Errorf("create job %q: %w", j.Key, ErrExists)
 	}
 	if err != nil {

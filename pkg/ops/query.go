@@ -198,22 +198,28 @@ func (l *Lister) List(ctx context.Context, f Filter) (Page, error) {
 	if len(rows) > f.Limit {
 		rows, p.More = rows[:f.Limit], true
 	}
-	// Unfinished jobs are shown as their records are now.
-	for i := range rows {
-		if rows[i].ListStatus == jobstore.StateFinal && rows[i].State == jobstore.StateFinal {
-			continue
+	// Unfinished jobs are shown as their records are now; one whose record
+	// moved to another status than the one asked for (its entry lagged) is
+	// left out.
+	shown := rows[:0]
+	for _, r := range rows {
+		if r.ListStatus != jobstore.StateFinal || r.State != jobstore.StateFinal {
+			j, err := l.Store.Get(ctx, r.Key)
+			p.Read++
+			if errors.Is(err, jobstore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return p, err
+			}
+			r = l.row(jobstore.EntryOf(j))
+			if (f.Status != "" && r.ListStatus != f.Status) || !f.match(&r.Entry) {
+				continue
+			}
 		}
-		j, err := l.Store.Get(ctx, rows[i].Key)
-		p.Read++
-		if errors.Is(err, jobstore.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return p, err
-		}
-		rows[i] = l.row(jobstore.EntryOf(j))
+		shown = append(shown, r)
 	}
-	p.Jobs = rows
+	p.Jobs = shown
 	return p, nil
 }
 
