@@ -178,13 +178,17 @@ const hourMarker = "hour."
 // (unless a later write put it there again). A writer that dies between
 // the record and the index leaves a stale open entry, which readers check
 // against the record and the rescuer repairs.
-func (x *index) sync(ctx context.Context, prev *seen, j *Job) error {
+//
+// prev and cur are what the record looked like before and after the write
+// (snapshots; nil when there is no earlier one): an entry the write does
+// not change is not rewritten.
+func (x *index) sync(ctx context.Context, prev, cur *seen, j *Job) error {
 	key := IndexKey(j)
 	e := EntryOf(j)
 	prevKey := ""
 	if prev != nil {
 		prevKey = prev.indexKey
-		if prevKey == key && prev.entry == entrySig(e) {
+		if cur != nil && prevKey == cur.indexKey && prev.entry == cur.entry {
 			return nil // the entry would not change
 		}
 	}
@@ -338,7 +342,7 @@ func (s *Store) ScanHour(ctx context.Context, hour time.Time, fn func(IndexedEnt
 func (s *Store) Reindex(ctx context.Context, j *Job, staleKey string) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if err := s.index.sync(ctx, nil, j); err != nil {
+	if err := s.index.sync(ctx, nil, nil, j); err != nil {
 		return err
 	}
 	key := IndexKey(j)

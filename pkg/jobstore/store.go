@@ -171,7 +171,7 @@ func (s *Store) Create(ctx context.Context, j *Job) error {
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if err := s.index.sync(ctx, nil, j); err != nil {
+	if err := s.index.sync(ctx, nil, nil, j); err != nil {
 		j.Timeline = tl
 		return fmt.Errorf("create job %q: %w", j.Key, err)
 	}
@@ -221,7 +221,7 @@ func (s *Store) Update(ctx context.Context, j *Job) error {
 	j.Revision = rev
 	prev := j.seen
 	j.seen = snapshot(j)
-	_ = s.index.sync(ctx, prev, j)
+	_ = s.index.sync(ctx, prev, j.seen, j)
 	return nil
 }
 
