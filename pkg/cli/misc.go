@@ -114,15 +114,22 @@ func clip(s string, n int) string {
 func (e *env) publishCmd() *cobra.Command {
 	var key string
 	var wait bool
+	provider := contract.ProviderOpenAI
 	timeout := 10 * time.Minute
 	c := &cobra.Command{
 		Use:   "publish FILE",
-		Short: "Publish a job: an OpenAI batch input file (.jsonl) or a batch.requests message (.json)",
+		Short: "Publish a job: an OpenAI batch input file (.jsonl), an Anthropic one (--provider anthropic) or a batch.requests message (.json)",
 		Long: `Publish a job to batch.requests. A .jsonl file is an OpenAI batch input file (one request per
 line); it is checked line by line and sent inline when it fits one NATS message, otherwise put
 into the batch_intake object store and published as input_object. Any other file is a
-batch.requests JSON message (--key replaces its idempotency_key).`,
-		Example: "  batchfleet publish --key eval-1 --wait examples/sample.jsonl",
+batch.requests JSON message (--key replaces its idempotency_key).
+
+With --provider anthropic, FILE holds Anthropic Message Batches requests, one
+{"custom_id": "...", "params": {...Messages API parameters...}} per line (at most 100,000):
+each becomes a request {custom_id, body: params} of an anthropic job (endpoint /v1/messages),
+checked line by line before anything is sent and published inline or as input_object alike.`,
+		Example: `  batchfleet publish --key eval-1 --wait examples/sample.jsonl
+  batchfleet publish --provider anthropic --key claude-eval-1 --wait claude.jsonl`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return errors.New("publish takes one FILE")
@@ -131,6 +138,20 @@ batch.requests JSON message (--key replaces its idempotency_key).`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			var size int64
+			switch provider {
+			case contract.ProviderOpenAI:
+			case contract.ProviderAnthropic:
+				if err := checkAnthropicKey(key); err != nil {
+					return err
+				}
+				var err error
+				if _, size, err = checkAnthropicFile(args[0], key); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--provider %q: %s or %s", provider, contract.ProviderOpenAI, contract.ProviderAnthropic)
+			}
 			nc, js, err := e.connect()
 			if err != nil {
 				return err
@@ -138,7 +159,11 @@ batch.requests JSON message (--key replaces its idempotency_key).`,
 			defer nc.Close()
 			var req contract.Request
 			n := 0
-			if strings.HasSuffix(args[0], ".jsonl") {
+			if provider == contract.ProviderAnthropic {
+				if req, n, err = publishAnthropic(ctx, js, key, args[0], size, nc.MaxPayload()); err != nil {
+					return err
+				}
+			} else if strings.HasSuffix(args[0], ".jsonl") {
 				if key == "" {
 					return errors.New("--key is required for a JSONL file")
 				}
@@ -179,6 +204,7 @@ batch.requests JSON message (--key replaces its idempotency_key).`,
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "idempotency key (required for a JSONL file)")
+	c.Flags().StringVar(&provider, "provider", provider, "the job's vendor: openai, or anthropic for a file of Anthropic batch requests ({\"custom_id\", \"params\"} lines)")
 	c.Flags().BoolVar(&wait, "wait", false, "wait for the job's batch.completed and print it")
 	c.Flags().DurationVar(&timeout, "timeout", timeout, "how long --wait waits")
 	return c
