@@ -25,12 +25,14 @@ type PriceTable struct {
 	BatchDiscount float64 `json:"batch_discount"`
 }
 
-// DefaultBatchDiscount is OpenAI's published Batch API discount.
+// DefaultBatchDiscount is the published batch discount of OpenAI's Batch
+// API and of Anthropic's Message Batches alike.
 const DefaultBatchDiscount = 0.5
 
 // DefaultPriceTable returns the built-in table: an ESTIMATE from OpenAI's
-// published standard prices (USD per 1M tokens, 2025), not a bill. Prices
-// change; set PRICE_TABLE to correct or extend them.
+// and Anthropic's published standard (synchronous) prices (USD per 1M
+// tokens, 2025), not a bill. Prices change; set PRICE_TABLE to correct or
+// extend them.
 func DefaultPriceTable() PriceTable {
 	return PriceTable{
 		BatchDiscount: DefaultBatchDiscount,
@@ -43,6 +45,12 @@ func DefaultPriceTable() PriceTable {
 			"text-embedding-3-small": {0.02, 0},
 			"text-embedding-3-large": {0.13, 0},
 			"text-embedding-ada-002": {0.10, 0},
+			// Anthropic (cache writes and reads are not modelled).
+			"claude-opus-4-1":   {15.00, 75.00},
+			"claude-sonnet-4-5": {3.00, 15.00},
+			"claude-sonnet-4":   {3.00, 15.00},
+			"claude-haiku-4-5":  {1.00, 5.00},
+			"claude-3-5-haiku":  {0.80, 4.00},
 		},
 	}
 }
@@ -101,11 +109,13 @@ func (p PriceTable) Validate() error {
 	return nil
 }
 
-// dateSuffix is the snapshot suffix of model names: gpt-4o-mini-2024-07-18.
-var dateSuffix = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}$`)
+// dateSuffix is the snapshot suffix of model names: OpenAI's
+// gpt-4o-mini-2024-07-18, Anthropic's claude-sonnet-4-5-20250929.
+var dateSuffix = regexp.MustCompile(`-(\d{4}-\d{2}-\d{2}|\d{8})$`)
 
 // Lookup finds model's price: by its exact name, else without its date
-// suffix ("gpt-4o-2024-08-06" -> "gpt-4o").
+// suffix ("gpt-4o-2024-08-06" -> "gpt-4o", "claude-sonnet-4-5-20250929" ->
+// "claude-sonnet-4-5").
 func (p PriceTable) Lookup(model string) (Price, bool) {
 	if pr, ok := p.Models[model]; ok {
 		return pr, true

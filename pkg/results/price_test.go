@@ -57,6 +57,16 @@ func TestCost(t *testing.T) {
 		{"gpt-4.1-mini", (0.40 + 2*1.60) * 0.5, true},
 		{"text-embedding-3-small", 0.02 * 0.5, true},
 		{"gpt-4o-mini-tts", 0, false}, // not a date suffix: no prefix guessing
+		// Anthropic: synchronous list prices, the same 50% batch discount.
+		{"claude-sonnet-4-5", (3 + 2*15) * 0.5, true},
+		{"claude-sonnet-4-5-20250929", (3 + 2*15) * 0.5, true},
+		{"claude-sonnet-4-20250514", (3 + 2*15) * 0.5, true},
+		{"claude-opus-4-1-20250805", (15 + 2*75) * 0.5, true},
+		{"claude-haiku-4-5-20251001", (1 + 2*5) * 0.5, true},
+		{"claude-3-5-haiku-20241022", (0.80 + 2*4) * 0.5, true},
+		{"claude-sonnet-4-5-latest", 0, false}, // an alias, not a date suffix
+		{"claude-opus-4", 0, false},            // exact names: not claude-opus-4-1's price
+		{"claude-sonnet-4-5-2025092", 0, false},
 		{"unknown", 0, false},
 		{"", 0, false},
 	}
@@ -68,4 +78,24 @@ func TestCost(t *testing.T) {
 	p.BatchDiscount = 0
 	usd, _ := p.Cost("gpt-4o", results.Usage{InputTokens: 1_000_000})
 	require.InDelta(t, 2.50, usd, 1e-12)
+}
+
+// A Claude job's usage (Anthropic's input_tokens/output_tokens) costs half
+// the synchronous price, and PRICE_TABLE can correct a Claude price.
+func TestCostOfAClaudeModel(t *testing.T) {
+	t.Parallel()
+	p := results.DefaultPriceTable()
+	pr, ok := p.Lookup("claude-sonnet-4-5-20250929")
+	require.True(t, ok)
+	require.Equal(t, results.Price{InputPerMTok: 3, OutputPerMTok: 15}, pr)
+	usd, known := p.Cost("claude-sonnet-4-5", results.Usage{InputTokens: 2_000, OutputTokens: 500})
+	require.True(t, known)
+	require.InDelta(t, (2_000*3.0+500*15.0)/1e6*0.5, usd, 1e-15) // $0.00675
+	require.InDelta(t, 0.00675, usd, 1e-15)
+
+	p, err := results.ParsePriceTable(`{"models":{"claude-haiku-4-5":{"input_per_mtok":2,"output_per_mtok":10}}}`)
+	require.NoError(t, err)
+	usd, known = p.Cost("claude-haiku-4-5-20251001", results.Usage{InputTokens: 1_000_000, OutputTokens: 1_000_000})
+	require.True(t, known)
+	require.InDelta(t, 6.0, usd, 1e-12)
 }
