@@ -71,6 +71,9 @@ func startFleet(t *testing.T, o fleetOpts) *fleet {
 	f.env = append([]string{
 		"NATS_URL=" + natsURL, "REDIS_URL=" + f.Redis.URL(),
 		"OPENAI_API_KEY=sk-test", "OPENAI_BASE_URL=" + f.EmuURL,
+		// anthropic-sdk-go's convention: the base URL without /v1.
+		"ANTHROPIC_API_KEY=sk-test", "ANTHROPIC_BASE_URL=" + strings.TrimSuffix(f.EmuURL, "/v1"),
+		"ANTHROPIC_RPM=6000",
 		"POLL_INITIAL_INTERVAL=100ms", "POLL_MAX_INTERVAL=1s", "POLL_RATE=1000/s",
 		// The sweep runs beside the claims in every test, so both paths
 		// race to apply each change.

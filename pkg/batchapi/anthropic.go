@@ -106,8 +106,24 @@ func fromAnthropic(b *anthropic.MessageBatch) Batch {
 // AnthropicEndpoint is the endpoint of every Anthropic batch request.
 const AnthropicEndpoint = "/v1/messages"
 
+// call waits for the request budget, then bounds the call by
+// CallTimeout. A budget that cannot be had (ctx ended) cancels the
+// returned context, so the call fails at once with ctx's error.
 func (a *Anthropic) call(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, a.cfg.CallTimeout)
+	return a.bounded(ctx, a.cfg.CallTimeout)
+}
+
+// bounded is call with another bound (TransferTimeout for creates and
+// results).
+func (a *Anthropic) bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if a.cfg.Limiter != nil {
+		if err := a.cfg.Limiter.Wait(ctx); err != nil {
+			ctx, cancel := context.WithCancelCause(ctx)
+			cancel(err)
+			return ctx, func() {}
+		}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // CreateFrom creates a Message Batch from r, one request per line in
@@ -117,7 +133,7 @@ func (a *Anthropic) call(ctx context.Context) (context.Context, context.CancelFu
 // batch created (the answer was lost): the caller searches before
 // creating again.
 func (a *Anthropic) CreateFrom(ctx context.Context, r io.Reader) (Batch, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.TransferTimeout)
+	ctx, cancel := a.bounded(ctx, a.cfg.TransferTimeout)
 	defer cancel()
 	body := &requestsBody{src: bufio.NewReaderSize(r, 64<<10), state: bodyStart}
 	b, err := a.c.Messages.Batches.New(ctx, anthropic.MessageBatchNewParams{},
@@ -245,8 +261,9 @@ func (a *Anthropic) Delete(ctx context.Context, id string) error {
 // Results streams an ended batch's results as output-file lines in the
 // fleet's (OpenAI's) shape, one per request, in the vendor's order (any
 // order): see AnthropicLine. The stream is bounded by TransferTimeout.
-func (a *Anthropic) Results(ctx context.Context, id string) (io.ReadCloser, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.TransferTimeout)
+func (a *Anthropic) Results(ctx context.Context, b Batch) (io.ReadCloser, error) {
+	id := b.ID
+	ctx, cancel := a.bounded(ctx, a.cfg.TransferTimeout)
 	st := a.c.Messages.Batches.ResultsStreaming(ctx, id, anthropic.MessageBatchResultsParams{})
 	if err := st.Err(); err != nil {
 		cancel()
@@ -414,4 +431,36 @@ func (a *Anthropic) FindCreated(ctx context.Context, since time.Time, count int)
 		}
 		after = page[len(page)-1].ID
 	}
+}
+
+// AnthropicRequests turns a batch input in the fleet's stored form (one
+// {"custom_id", "method", "url", "body"} per line, body holding the
+// Messages parameters) into Anthropic's batch requests, streamed: the n-th
+// line (from 0, blank lines skipped) becomes {"custom_id":
+// AnthropicCustomID(tag, n), "params": body}. A line without an object
+// body fails the read.
+func AnthropicRequests(r io.Reader, tag string) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		w := bufio.NewWriterSize(pw, 64<<10)
+		n := 0
+		err := results.ScanLines(r, func(_ int, line []byte) error {
+			body := gjson.GetBytes(line, "body")
+			if !body.IsObject() {
+				return errors.New("body is not an object")
+			}
+			_, _ = w.WriteString(`{"custom_id":"`)
+			_, _ = w.WriteString(AnthropicCustomID(tag, n))
+			_, _ = w.WriteString(`","params":`)
+			_, _ = w.WriteString(body.Raw)
+			_, err := w.WriteString("}\n")
+			n++
+			return err
+		})
+		if err == nil {
+			err = w.Flush()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
 }

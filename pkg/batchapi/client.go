@@ -32,6 +32,9 @@ type Config struct {
 	TransferTimeout time.Duration
 	// HTTPClient overrides the HTTP client.
 	HTTPClient *http.Client
+	// Limiter, if set, is waited on before every call (Anthropic's
+	// ANTHROPIC_RPM budget, shared by the fleet).
+	Limiter interface{ Wait(ctx context.Context) error }
 }
 
 // Client is the vendor client.

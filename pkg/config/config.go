@@ -23,6 +23,16 @@ type Config struct {
 	OpenAIAPIKey string `json:"-"`
 	// OpenAIBaseURL is OPENAI_BASE_URL (openai-go's default when empty).
 	OpenAIBaseURL string
+	// AnthropicAPIKey is ANTHROPIC_API_KEY: with it (or AnthropicBaseURL)
+	// the workers run jobs of provider "anthropic"; without both such jobs
+	// fail provider_unavailable.
+	AnthropicAPIKey string `json:"-"`
+	// AnthropicBaseURL is ANTHROPIC_BASE_URL (anthropic-sdk-go's default,
+	// https://api.anthropic.com, when empty; no /v1 suffix).
+	AnthropicBaseURL string
+	// AnthropicRPM is ANTHROPIC_RPM: Anthropic API requests per minute,
+	// shared by the whole fleet (default 50, Tier 1; 0 = no limit).
+	AnthropicRPM int
 	// LogLevel is LOG_LEVEL (debug, info, warn, error). Defaults to info.
 	LogLevel string
 	// MetricsAddr is METRICS_ADDR: where /metrics and /healthz are served ("" = off).
@@ -140,6 +150,9 @@ func Load(env Lookup) (Config, error) {
 		RedisLink:             p.redisLink(),
 		OpenAIAPIKey:          p.str("OPENAI_API_KEY", ""),
 		OpenAIBaseURL:         p.str("OPENAI_BASE_URL", ""),
+		AnthropicAPIKey:       p.str("ANTHROPIC_API_KEY", ""),
+		AnthropicBaseURL:      p.str("ANTHROPIC_BASE_URL", ""),
+		AnthropicRPM:          p.int("ANTHROPIC_RPM", 50),
 		LogLevel:              p.str("LOG_LEVEL", "info"),
 		MetricsAddr:           p.str("METRICS_ADDR", ""),
 		StopTimeout:           p.dur("STOP_TIMEOUT", 8*time.Second),
@@ -195,6 +208,9 @@ func Load(env Lookup) (Config, error) {
 	return c, c.Validate()
 }
 
+// AnthropicEnabled reports whether ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL is set.
+func (c Config) AnthropicEnabled() bool { return c.AnthropicAPIKey != "" || c.AnthropicBaseURL != "" }
+
 // Validate checks the configuration; the error names the variable.
 func (c Config) Validate() error {
 	var errs []error
@@ -205,6 +221,8 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.NATSLink.Validate(), c.RedisLink.Validate())
 	check(c.OpenAIBaseURL == "" || validURL(c.OpenAIBaseURL, "http", "https"), "OPENAI_BASE_URL %q is not an http(s) URL", c.OpenAIBaseURL)
+	check(c.AnthropicBaseURL == "" || validURL(c.AnthropicBaseURL, "http", "https"), "ANTHROPIC_BASE_URL %q is not an http(s) URL", c.AnthropicBaseURL)
+	check(c.AnthropicRPM >= 0, "ANTHROPIC_RPM must not be negative")
 	check(c.StopTimeout > 0, "STOP_TIMEOUT must be positive")
 	check(c.RescueInterval > 0, "RESCUE_INTERVAL must be positive")
 	check(c.RescueAfter > 0, "RESCUE_AFTER must be positive")
@@ -246,6 +264,7 @@ func (c Config) Redacted() Config {
 		return "[redacted]"
 	}
 	c.OpenAIAPIKey = mask(c.OpenAIAPIKey)
+	c.AnthropicAPIKey = mask(c.AnthropicAPIKey)
 	c.Poll.WebhookSecret = mask(c.Poll.WebhookSecret)
 	c.Notify.WebhookSecret = mask(c.Notify.WebhookSecret)
 	c.RedisURL = RedactURL(c.RedisURL)

@@ -86,8 +86,12 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	if adm.Enabled() {
 		d.Admitter = adm
 	}
+	if inf.Anthropic != nil {
+		d.Anthropic = inf.Anthropic
+	}
 	return submit.New(d, submit.Config{
-		Concurrency: c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
+		TransferTimeout: c.VendorTransferTimeout,
+		Concurrency:     c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
 		MaxTries: c.Submit.MaxTries, CreateMargin: c.Submit.CreateMargin, StopTimeout: c.StopTimeout, Streams: Streams(c),
 	})
 }
@@ -116,6 +120,12 @@ func Poller(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, error)
 	}
 	if lim != nil {
 		d.Limiter = lim
+	}
+	if inf.Anthropic != nil {
+		d.Anthropic = inf.Anthropic
+		if c.Poll.SweepInterval > 0 {
+			d.AnthropicLister = inf.Anthropic
+		}
 	}
 	p, err := poll.New(d, poll.Config{
 		InitialInterval: c.Poll.InitialInterval, MaxInterval: c.Poll.MaxInterval, Lease: c.Poll.Lease, Strategy: c.Poll.Strategy,
@@ -162,7 +172,11 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 		return nil, err
 	}
 	metrics := telemetry.NewMetrics(inf.Metrics)
-	n, err := notify.New(notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger, Metrics: metrics}, notify.Config{
+	nd := notify.Deps{JS: inf.JS, Store: st, Vendor: inf.Vendor, Admitter: adm, Logger: inf.Logger, Metrics: metrics}
+	if inf.Anthropic != nil {
+		nd.Anthropic = inf.Anthropic
+	}
+	n, err := notify.New(nd, notify.Config{
 		Concurrency: c.Notify.Concurrency, MaxRetryAttempts: c.Notify.MaxRetryAttempts, RetryBackoff: c.Notify.RetryBackoff,
 		TokenLimitDelay:  c.Notify.TokenLimitDelay,
 		DeleteInputFiles: c.Notify.DeleteInputFiles, Prices: prices, StopTimeout: c.StopTimeout, Streams: Streams(c),

@@ -72,6 +72,12 @@ type Attempt struct {
 	// key republished after the duplicate window never creates a second claim.
 	PollHandedOff bool `json:"poll_handed_off,omitempty"`
 
+	// Duplicates are vendor batches of this attempt that the fleet
+	// cancelled: created by a create whose answer was lost, found only
+	// once they could be told apart (Anthropic: by the job tag in their
+	// results). They are listed in batch_ids, never polled or merged.
+	Duplicates []string `json:"duplicates,omitempty"`
+
 	BatchID      string          `json:"batch_id,omitempty"`
 	Status       string          `json:"status,omitempty"` // last vendor status seen
 	SubmittedAt  time.Time       `json:"submitted_at,omitzero"`
@@ -99,6 +105,9 @@ type Job struct {
 	Endpoint         string            `json:"endpoint"`
 	CompletionWindow string            `json:"completion_window"`
 	Metadata         map[string]string `json:"metadata"`
+	// Provider is the job's vendor: "" or contract.ProviderOpenAI, or
+	// contract.ProviderAnthropic.
+	Provider string `json:"provider,omitempty"`
 	// Total is the number of original requests (0 until known for input_file_id jobs).
 	Total    int       `json:"total"`
 	Attempts []Attempt `json:"attempts"`
@@ -158,15 +167,28 @@ func (j *Job) Retries() int {
 	return n
 }
 
-// BatchIDs lists the vendor batches of the job in attempt order.
+// BatchIDs lists the vendor batches of the job in attempt order, each
+// attempt's cancelled duplicates before its batch.
 func (j *Job) BatchIDs() []string {
 	ids := []string{}
 	for _, a := range j.Attempts {
+		ids = append(ids, a.Duplicates...)
 		if a.BatchID != "" {
 			ids = append(ids, a.BatchID)
 		}
 	}
 	return ids
+}
+
+// submitted counts the attempts that got a vendor batch.
+func (j *Job) submitted() int {
+	n := 0
+	for _, a := range j.Attempts {
+		if a.BatchID != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // CompletedEvent renders the job's batch.completed event.
@@ -179,7 +201,7 @@ func (j *Job) CompletedEvent() contract.Completed {
 		Metadata:       j.Metadata,
 		Results:        j.Results,
 		Error:          j.Error,
-		Attempts:       len(j.BatchIDs()),
+		Attempts:       j.submitted(),
 		Usage:          j.Usage,
 		CostUSD:        j.CostUSD,
 		CreatedAt:      j.CreatedAt,
@@ -201,12 +223,14 @@ func (j *Job) CompletedEvent() contract.Completed {
 
 // Poll is a vendor batch's polling state, keyed by batch id.
 type Poll struct {
-	BatchID string          `json:"batch_id"`
-	JobKey  string          `json:"job_key"`
-	Key     string          `json:"key"` // vendor idempotency key
-	Attempt int             `json:"attempt"`
-	Status  string          `json:"status"` // last status published ("" before the first)
-	Counts  contract.Counts `json:"request_counts"`
+	BatchID string `json:"batch_id"`
+	// Provider is the batch's vendor ("" is OpenAI).
+	Provider string          `json:"provider,omitempty"`
+	JobKey   string          `json:"job_key"`
+	Key      string          `json:"key"` // vendor idempotency key
+	Attempt  int             `json:"attempt"`
+	Status   string          `json:"status"` // last status published ("" before the first)
+	Counts   contract.Counts `json:"request_counts"`
 	// ChangedAt is when status or counts last moved; Polls counts GETs since.
 	ChangedAt    time.Time `json:"changed_at,omitzero"`
 	PollsSince   int       `json:"polls_since"`
@@ -234,6 +258,8 @@ type Poll struct {
 // safety-net pace; a stale or missing record means every batch is polled
 // on its own schedule again.
 type Sweep struct {
+	// Provider is the vendor whose batches were listed ("" is OpenAI).
+	Provider   string    `json:"provider,omitempty"`
 	Leader     string    `json:"leader"`
 	StartedAt  time.Time `json:"started_at"`  // fleet clock
 	FinishedAt time.Time `json:"finished_at"` // fleet clock

@@ -425,11 +425,27 @@ func (s *Store) DeleteObject(ctx context.Context, bucket, name string) error {
 // '=' as "=2E" or "=3A", so no batch id maps onto it.
 const sweepKey = "=sweep"
 
-// GetSweep reads the last sweep record; ErrNotFound before the first.
+// sweepKeyOf is the key of a provider's sweep record (OpenAI's is
+// sweepKey, as before providers).
+func sweepKeyOf(provider string) string {
+	if provider == "" || provider == contract.ProviderOpenAI {
+		return sweepKey
+	}
+	return sweepKey + "." + provider
+}
+
+// GetSweep reads the last sweep record of OpenAI's batches; ErrNotFound
+// before the first.
 func (s *Store) GetSweep(ctx context.Context) (*Sweep, error) {
+	return s.GetSweepOf(ctx, "")
+}
+
+// GetSweepOf reads the last sweep record of a provider's batches ("" is
+// OpenAI); ErrNotFound before the first.
+func (s *Store) GetSweepOf(ctx context.Context, provider string) (*Sweep, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	e, err := s.polls.Get(ctx, sweepKey)
+	e, err := s.polls.Get(ctx, sweepKeyOf(provider))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("get sweep: %w", ErrNotFound)
 	}
@@ -451,7 +467,7 @@ func (s *Store) PutSweep(ctx context.Context, sw *Sweep) error {
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	if _, err := s.polls.Put(ctx, sweepKey, data); err != nil {
+	if _, err := s.polls.Put(ctx, sweepKeyOf(sw.Provider), data); err != nil {
 		return fmt.Errorf("put sweep: %w", err)
 	}
 	return nil

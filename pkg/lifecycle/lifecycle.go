@@ -24,18 +24,21 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/config"
 	"github.com/batchfleet/batchfleet/pkg/presence"
+	"github.com/batchfleet/batchfleet/pkg/ratelimit"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // Infra holds a worker's live collaborators.
 type Infra struct {
-	Config  config.Config
-	Logger  zerolog.Logger
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Redis   *redis.Client
-	Vendor  *batchapi.Client
-	Metrics *prometheus.Registry
+	Config config.Config
+	Logger zerolog.Logger
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Redis  *redis.Client
+	Vendor *batchapi.Client
+	// Anthropic is nil unless the configuration enables the provider.
+	Anthropic *batchapi.Anthropic
+	Metrics   *prometheus.Registry
 
 	closed chan struct{} // closed when the NATS connection is
 }
@@ -240,6 +243,17 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		APIKey: cfg.OpenAIAPIKey, BaseURL: cfg.OpenAIBaseURL, CallTimeout: cfg.VendorCallTimeout,
 		TransferTimeout: cfg.VendorTransferTimeout,
 	})
+	if cfg.AnthropicEnabled() {
+		ac := batchapi.Config{
+			APIKey: cfg.AnthropicAPIKey, BaseURL: cfg.AnthropicBaseURL, CallTimeout: cfg.VendorCallTimeout,
+			TransferTimeout: cfg.VendorTransferTimeout,
+		}
+		if rpm := cfg.AnthropicRPM; rpm > 0 {
+			// One Redis bucket for every worker and role of the fleet.
+			ac.Limiter = ratelimit.New(inf.Redis, "ANTHROPIC_RPM", ratelimit.Limit{Rate: rpm, Per: time.Minute, Burst: max(1, rpm/10)})
+		}
+		inf.Anthropic = batchapi.NewAnthropic(ac)
+	}
 	return inf, nil
 }
 

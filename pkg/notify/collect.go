@@ -50,7 +50,11 @@ type collected struct {
 // rewrite interrupted anywhere gives the same file when it runs again.
 func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (collected, error) {
 	a := job.Attempt(key)
-	b, err := n.d.Vendor.Get(ctx, a.BatchID)
+	v, err := n.vendorOf(job.Provider)
+	if err != nil {
+		return collected{}, err
+	}
+	b, err := v.Get(ctx, a.BatchID)
 	if err != nil {
 		return collected{}, err
 	}
@@ -77,7 +81,7 @@ func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (
 	var count int
 	if _, err := n.putStream(ctx, jobstore.BucketResults, segment, func(w io.Writer) error {
 		var err error
-		count, err = n.writeAttempt(ctx, w, a, b, merged, missing)
+		count, err = n.writeAttempt(ctx, w, job.Provider, a, b, merged, missing)
 		return err
 	}); err != nil {
 		return collected{}, err
@@ -105,26 +109,35 @@ func (n *Notifier) collect(ctx context.Context, job *jobstore.Job, key string) (
 // every line of its output and error files, then a synthetic failure for
 // each request of its input the vendor returned no line for. It returns
 // the number of requests of the attempt.
-func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, a *jobstore.Attempt, b batchapi.Batch, merged *results.Merged, missing *results.LineError) (int, error) {
+func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, provider string, a *jobstore.Attempt, b batchapi.Batch, merged *results.Merged, missing *results.LineError) (int, error) {
 	out := results.NewWriter(w)
 	seen := make(map[string]struct{}, max(a.Count, b.Counts.Total))
-	for _, fid := range []string{b.OutputFileID, b.ErrorFileID} {
-		if fid == "" {
-			continue
-		}
-		rc, err := n.d.Vendor.Download(ctx, fid)
-		if err != nil {
+	v, err := n.vendorOf(provider)
+	if err != nil {
+		return 0, err
+	}
+	rename := func(l *results.Line) bool { return true }
+	if provider == contract.ProviderAnthropic {
+		if rename, err = n.anthropicIDs(ctx, a); err != nil {
 			return 0, err
 		}
-		err = results.Scan(rc, func(l results.Line) error {
-			seen[l.CustomID] = struct{}{}
-			merged.Add(a.N, l)
-			return out.Write(a.N, l)
-		})
-		_ = rc.Close()
-		if err != nil {
-			return 0, fmt.Errorf("read file %s of batch %s: %w", fid, b.ID, err)
+	}
+	rc, err := v.Results(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	err = results.Scan(rc, func(l results.Line) error {
+		if !rename(&l) {
+			n.log.Error().Str("batch_id", b.ID).Str("custom_id", l.CustomID).Msg("a result line of another job's batch: ignored (its request counts as missing)")
+			return nil
 		}
+		seen[l.CustomID] = struct{}{}
+		merged.Add(a.N, l)
+		return out.Write(a.N, l)
+	})
+	_ = rc.Close()
+	if err != nil {
+		return 0, fmt.Errorf("read the results of batch %s: %w", b.ID, err)
 	}
 	count := len(seen)
 	// Every request has a line unless the batch ended early: then the
@@ -144,8 +157,42 @@ func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, a *jobstore.At
 			return 0, err
 		}
 	}
-	_, err := out.Flush()
+	_, err = out.Flush()
 	return count, err
+}
+
+// vendorOf returns the client of a provider's batches ("" is OpenAI).
+func (n *Notifier) vendorOf(provider string) (anthropicVendor, error) {
+	if provider == contract.ProviderAnthropic {
+		if n.d.Anthropic == nil {
+			return nil, fmt.Errorf("notify: %w: %q", batchapi.ErrProviderUnavailable, provider)
+		}
+		return n.d.Anthropic, nil
+	}
+	return n.d.Vendor, nil
+}
+
+// anthropicIDs returns the mapping of an Anthropic attempt's vendor
+// custom_ids ("<tag>-<n>", see batchapi.JobTag) back to the producer's:
+// n is the line of the attempt's input. It reports false for an id that
+// is not of this attempt.
+func (n *Notifier) anthropicIDs(ctx context.Context, a *jobstore.Attempt) (func(*results.Line) bool, error) {
+	ids := make([]string, 0, a.Count)
+	if err := n.scanInput(ctx, a, func(id string, _ []byte) error {
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	tag := batchapi.JobTag(a.Key)
+	return func(l *results.Line) bool {
+		t, i, ok := batchapi.ParseAnthropicCustomID(l.CustomID)
+		if !ok || t != tag || i >= len(ids) {
+			return false
+		}
+		l.CustomID = ids[i]
+		return true
+	}, nil
 }
 
 // missingError is the synthetic error of requests the batch ended without

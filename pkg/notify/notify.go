@@ -26,8 +26,16 @@ import (
 // vendor is the part of the vendor API a notifier uses.
 type vendor interface {
 	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	Results(ctx context.Context, b batchapi.Batch) (io.ReadCloser, error)
 	Download(ctx context.Context, fileID string) (io.ReadCloser, error)
-	DeleteFile(ctx context.Context, fileID string) error
+	Cleanup(ctx context.Context, b batchapi.Batch, inputFileID string) error
+}
+
+// anthropicVendor is the part of the Anthropic API a notifier uses.
+type anthropicVendor interface {
+	Get(ctx context.Context, id string) (batchapi.Batch, error)
+	Results(ctx context.Context, b batchapi.Batch) (io.ReadCloser, error)
+	Cleanup(ctx context.Context, b batchapi.Batch, inputFileID string) error
 }
 
 // releaser frees an admission slot once a batch is final.
@@ -37,13 +45,15 @@ type releaser interface {
 
 // Deps are a notifier's live collaborators; Admitter is optional.
 type Deps struct {
-	JS       jetstream.JetStream
-	Store    *jobstore.Store
-	Vendor   vendor
-	Admitter releaser
-	Metrics  *telemetry.Metrics
-	Logger   zerolog.Logger
-	Now      func() time.Time
+	JS     jetstream.JetStream
+	Store  *jobstore.Store
+	Vendor vendor
+	// Anthropic, if set, collects the batches of provider "anthropic".
+	Anthropic anthropicVendor
+	Admitter  releaser
+	Metrics   *telemetry.Metrics
+	Logger    zerolog.Logger
+	Now       func() time.Time
 }
 
 // Config tunes a notifier; zero values take the defaults.

@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 
+	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
@@ -63,8 +64,15 @@ func (n *Notifier) hygiene(ctx context.Context, job *jobstore.Job) {
 		n.log.Warn().Err(err).Str("idempotency_key", job.Key).Msg("publish audit record")
 	}
 	for _, a := range job.Attempts {
-		if n.cfg.DeleteInputFiles && a.UploadedFile && a.InputFileID != "" {
-			if err := n.d.Vendor.DeleteFile(ctx, a.InputFileID); err != nil {
+		switch {
+		case !n.cfg.DeleteInputFiles:
+		case job.Provider == contract.ProviderAnthropic && a.BatchID != "" && n.d.Anthropic != nil:
+			// The batch holds the requests (there is no input file).
+			if err := n.d.Anthropic.Cleanup(ctx, batchapi.Batch{ID: a.BatchID}, ""); err != nil {
+				n.log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("delete ended vendor batch")
+			}
+		case a.UploadedFile && a.InputFileID != "":
+			if err := n.d.Vendor.Cleanup(ctx, batchapi.Batch{ID: a.BatchID}, a.InputFileID); err != nil {
 				n.log.Warn().Err(err).Str("file_id", a.InputFileID).Msg("delete vendor input file")
 			}
 		}

@@ -56,7 +56,7 @@ func (p *Poller) handleCancel(ctx context.Context, m jetstream.Msg) {
 			_ = m.NakWithDelay(p.cfg.InitialInterval)
 			return
 		}
-		if _, err := p.d.Vendor.Cancel(ctx, a.BatchID); err != nil {
+		if err := p.cancelBatch(ctx, job.Provider, a.BatchID); err != nil {
 			log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("cancel batch failed; its claim sends it again")
 			continue
 		}
@@ -76,7 +76,7 @@ func (p *Poller) checkCancel(ctx context.Context, st *jobstore.Poll, t stream.Po
 	if now.Sub(st.CancelSentAt) < p.cfg.InitialInterval {
 		return nil
 	}
-	if _, err := p.d.Vendor.Cancel(ctx, t.BatchID); err != nil {
+	if err := p.cancelBatch(ctx, t.Provider, t.BatchID); err != nil {
 		if ve, ok := batchapi.AsError(err); !ok || ve.Retryable() {
 			return err
 		}

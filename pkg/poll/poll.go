@@ -52,11 +52,15 @@ type Deps struct {
 	Locker locker
 	// Leader elects the one sweeper of the fleet; with Lister and
 	// Config.SweepInterval it enables the List sweep.
-	Leader  locker
-	Lister  lister
-	Metrics *telemetry.Metrics
-	Logger  zerolog.Logger
-	Now     func() time.Time
+	Leader locker
+	Lister lister
+	// Anthropic, if set, polls the batches of provider "anthropic" (its
+	// client paces itself: ANTHROPIC_RPM) and AnthropicLister sweeps them.
+	Anthropic       vendor
+	AnthropicLister lister
+	Metrics         *telemetry.Metrics
+	Logger          zerolog.Logger
+	Now             func() time.Time
 }
 
 // Config tunes a poller; zero values take the defaults.
@@ -117,9 +121,8 @@ type Poller struct {
 	mu  sync.Mutex
 	rnd *rand.Rand
 
-	sweepMu   sync.Mutex
-	sweepRec  *jobstore.Sweep
-	sweepRead time.Time
+	sweepMu sync.Mutex
+	sweeps  map[string]*sweepRead // by provider
 }
 
 // New validates the dependencies and returns a Poller.
@@ -248,27 +251,84 @@ func (p *Poller) watchDelay(st *jobstore.Poll) time.Duration {
 
 // sweep returns the last sweep record, read at most once a second; nil
 // without sweeping or when it cannot be read.
-func (p *Poller) sweep(ctx context.Context) *jobstore.Sweep {
+func (p *Poller) sweep(ctx context.Context, provider string) *jobstore.Sweep {
 	if p.cfg.SweepInterval <= 0 {
 		return nil
 	}
+	provider = cmp.Or(provider, contract.ProviderOpenAI)
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
-	if now := time.Now(); now.Sub(p.sweepRead) >= time.Second {
-		rec, err := p.d.Store.GetSweep(ctx)
+	if p.sweeps == nil {
+		p.sweeps = map[string]*sweepRead{}
+	}
+	r := p.sweeps[provider]
+	if r == nil {
+		r = &sweepRead{}
+		p.sweeps[provider] = r
+	}
+	if now := time.Now(); now.Sub(r.at) >= time.Second {
+		rec, err := p.d.Store.GetSweepOf(ctx, provider)
 		if err != nil && !errors.Is(err, jobstore.ErrNotFound) {
 			p.log.Debug().Err(err).Msg("read sweep record")
 		}
-		p.sweepRec, p.sweepRead = rec, now
+		r.rec, r.at = rec, now
 	}
-	return p.sweepRec
+	return r.rec
+}
+
+// sweepRead is a provider's sweep record as last read.
+type sweepRead struct {
+	rec *jobstore.Sweep
+	at  time.Time
+}
+
+// vendorOf returns the client and the request budget of a provider's
+// batches ("" is OpenAI).
+func (p *Poller) vendorOf(provider string) (vendor, limiter, error) {
+	if provider == contract.ProviderAnthropic {
+		if p.d.Anthropic == nil {
+			return nil, nil, fmt.Errorf("poll: %w: %q", batchapi.ErrProviderUnavailable, provider)
+		}
+		return p.d.Anthropic, nil, nil
+	}
+	return p.d.Vendor, p.d.Limiter, nil
+}
+
+// get reads a batch at its provider, within the provider's budget.
+func (p *Poller) get(ctx context.Context, provider, id string) (batchapi.Batch, error) {
+	v, lim, err := p.vendorOf(provider)
+	if err != nil {
+		return batchapi.Batch{}, err
+	}
+	if lim != nil {
+		if err := lim.Wait(ctx); err != nil {
+			return batchapi.Batch{}, err
+		}
+	}
+	return v.Get(ctx, id)
+}
+
+// cancelBatch asks a batch's provider to cancel it, within the provider's
+// budget.
+func (p *Poller) cancelBatch(ctx context.Context, provider, id string) error {
+	v, lim, err := p.vendorOf(provider)
+	if err != nil {
+		return err
+	}
+	if lim != nil {
+		if err := lim.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	_, err = v.Cancel(ctx, id)
+	return err
 }
 
 // covered reports whether a fresh sweep covers the batch's creation time.
 // The batch is watched once the sweep has also listed it (st.Swept): then
 // the sweep detects its changes and its own poll is only a safety net.
 func (p *Poller) covered(ctx context.Context, st *jobstore.Poll) bool {
-	sw := p.sweep(ctx)
+	sw := p.sweep(ctx, st.Provider)
 	return sw.Fresh(p.d.Now()) && sw.Covers(st.CreatedAt)
 }
 
@@ -344,8 +404,10 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 			watched = st.Swept
 		}
 	}
-	if p.d.Limiter != nil {
-		if err := p.d.Limiter.Wait(ctx); err != nil {
+	if _, lim, err := p.vendorOf(t.Provider); err != nil {
+		return p.cfg.MaxInterval, err
+	} else if lim != nil {
+		if err := lim.Wait(ctx); err != nil {
 			return 0, err
 		}
 	}
@@ -368,7 +430,11 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		}
 	}
 	p.d.Metrics.PollGet("claim")
-	b, err := p.d.Vendor.Get(ctx, t.BatchID)
+	v, _, err := p.vendorOf(t.Provider)
+	if err != nil {
+		return p.cfg.MaxInterval, err
+	}
+	b, err := v.Get(ctx, t.BatchID)
 	if err != nil {
 		if ve, ok := batchapi.AsError(err); ok {
 			return max(ve.RetryAfter, p.Delay("", 1)), err
@@ -409,7 +475,7 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 func (p *Poller) loadPoll(ctx context.Context, t stream.PollTask) (*jobstore.Poll, error) {
 	st, err := p.d.Store.GetPoll(ctx, t.BatchID)
 	if errors.Is(err, jobstore.ErrNotFound) {
-		return &jobstore.Poll{BatchID: t.BatchID, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}, nil
+		return &jobstore.Poll{BatchID: t.BatchID, Provider: t.Provider, JobKey: t.JobKey, Key: t.Key, Attempt: t.Attempt, CreatedAt: p.d.Now().UTC()}, nil
 	}
 	return st, err
 }
@@ -584,7 +650,7 @@ func (p *Poller) checkTimeouts(ctx context.Context, st *jobstore.Poll, t stream.
 		}
 	}
 	if action == "cancel" || action == "retry" {
-		if _, err := p.d.Vendor.Cancel(ctx, t.BatchID); err != nil {
+		if err := p.cancelBatch(ctx, t.Provider, t.BatchID); err != nil {
 			if ve, ok := batchapi.AsError(err); !ok || ve.Retryable() {
 				return err
 			}
@@ -634,7 +700,7 @@ func (p *Poller) PollNow(ctx context.Context, batchID string) error {
 	if st.Final {
 		return nil
 	}
-	t := stream.PollTask{BatchID: batchID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
+	t := stream.PollTask{BatchID: batchID, Provider: st.Provider, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
 	for range 20 {
 		unlock, busy, err := p.lockBatch(ctx, batchID)
 		if err != nil {
@@ -664,13 +730,8 @@ func (p *Poller) pollLocked(ctx context.Context, t stream.PollTask) error {
 	if st.Final {
 		return nil
 	}
-	if p.d.Limiter != nil {
-		if err := p.d.Limiter.Wait(ctx); err != nil {
-			return err
-		}
-	}
 	p.d.Metrics.PollGet("webhook")
-	b, err := p.d.Vendor.Get(ctx, t.BatchID)
+	b, err := p.get(ctx, t.Provider, t.BatchID)
 	if err != nil {
 		return err
 	}

@@ -56,8 +56,10 @@ type seenBatch struct {
 // sweeper is the leader's state: what it has seen, and where the next
 // sweep may stop.
 type sweeper struct {
-	p    *Poller
-	name string
+	p        *Poller
+	provider string
+	lister   lister
+	name     string
 
 	mu    sync.Mutex
 	seen  map[string]*seenBatch // by detached id: see remember
@@ -86,18 +88,38 @@ func (s *sweeper) warn(what string) *zerolog.Event {
 // runSweeper competes for the sweep leadership and sweeps while it holds
 // it: one sweeper in the fleet, taken over within twice the sweep interval
 // (the lock's TTL) when its poller dies.
+//
+// Each provider has its own sweep, leader and record: OpenAI's batches
+// are told to be the fleet's by their metadata; Anthropic's, which carry
+// none, by the poll record the fleet keeps for each of its batches.
 func (p *Poller) runSweeper(ctx context.Context) error {
-	if p.cfg.SweepInterval <= 0 || p.d.Lister == nil || p.d.Leader == nil {
+	if p.cfg.SweepInterval <= 0 || p.d.Leader == nil {
 		return nil
 	}
 	ttl := max(2*p.cfg.SweepInterval, 5*time.Second)
-	lock.Lead(ctx, p.d.Leader, sweepLockKey, ttl, p.cfg.SweepInterval, p.log, p.lead)
+	var wg sync.WaitGroup
+	for provider, l := range map[string]lister{contract.ProviderOpenAI: p.d.Lister, contract.ProviderAnthropic: p.d.AnthropicLister} {
+		if l == nil || (provider == contract.ProviderAnthropic && p.d.Anthropic == nil) {
+			continue
+		}
+		key := sweepLockKey
+		if provider != contract.ProviderOpenAI {
+			key += ":" + provider
+		}
+		log := p.log.With().Str("provider", provider).Logger()
+		wg.Go(func() {
+			lock.Lead(ctx, p.d.Leader, key, ttl, p.cfg.SweepInterval, log, func(ctx context.Context, lk *lock.Lock) {
+				p.lead(ctx, lk, provider, l)
+			})
+		})
+	}
+	wg.Wait()
 	return nil
 }
 
-// lead sweeps every SweepInterval (back to back when a sweep takes longer)
-// until the lock is lost or ctx ends.
-func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
+// lead sweeps a provider's batches every SweepInterval (back to back when
+// a sweep takes longer) until the lock is lost or ctx ends.
+func (p *Poller) lead(ctx context.Context, lk *lock.Lock, provider string, l lister) {
 	lk.KeepAlive(ctx)
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -105,8 +127,8 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock) {
 		_ = lk.Release(rctx)
 	}()
 	host, _ := os.Hostname()
-	s := &sweeper{p: p, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]*seenBatch{}}
-	if rec, err := p.d.Store.GetSweep(ctx); err == nil {
+	s := &sweeper{p: p, provider: provider, lister: l, name: host + "/" + strconv.Itoa(os.Getpid()), seen: map[string]*seenBatch{}}
+	if rec, err := p.d.Store.GetSweepOf(ctx, provider); err == nil {
 		s.last = rec // a predecessor's: kept alive while the first sweep runs
 	}
 	p.log.Info().Dur("interval", p.cfg.SweepInterval).Msg("sweep leader: listing the vendor's batches")
@@ -153,7 +175,7 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 	if bound.IsZero() {
 		bound = started.Add(-sweepLookback)
 	}
-	rec := jobstore.Sweep{Leader: s.name, StartedAt: started, Interval: p.cfg.SweepInterval, Ordered: true}
+	rec := jobstore.Sweep{Provider: s.provider, Leader: s.name, StartedAt: started, Interval: p.cfg.SweepInterval, Ordered: true}
 
 	var (
 		failMu       sync.Mutex
@@ -204,7 +226,7 @@ func (s *sweeper) sweep(ctx context.Context) (int, time.Duration, error) {
 			if b.CreatedAt.After(newest) {
 				newest = b.CreatedAt
 			}
-			if b.Metadata[contract.MetaIdempotencyKey] == "" {
+			if s.provider == contract.ProviderOpenAI && b.Metadata[contract.MetaIdempotencyKey] == "" {
 				continue // not a batch of the fleet
 			}
 			if !contract.TerminalStatus(b.Status) {
@@ -295,13 +317,15 @@ func (s *sweeper) page(ctx context.Context, after string) ([]batchapi.Batch, boo
 	p := s.p
 	var wait time.Duration
 	for try := 1; ; try++ {
-		if p.d.Limiter != nil {
-			if err := p.d.Limiter.Wait(ctx); err != nil {
+		if _, lim, err := p.vendorOf(s.provider); err != nil {
+			return nil, false, 0, err
+		} else if lim != nil {
+			if err := lim.Wait(ctx); err != nil {
 				return nil, false, 0, err
 			}
 		}
 		p.d.Metrics.PollGet("sweep")
-		page, more, err := p.d.Lister.ListBrief(ctx, after, 100)
+		page, more, err := s.lister.ListBrief(ctx, after, 100)
 		if err == nil {
 			return page, more, 0, nil
 		}
@@ -412,7 +436,7 @@ func (s *sweeper) apply(ctx context.Context, b batchapi.Batch) bool {
 	// No mutex: the write is a compare-and-set, and the events it
 	// publishes are de-duplicated by message id, so a claim or webhook poll
 	// racing this one makes one of them fail and look again.
-	t := stream.PollTask{BatchID: b.ID, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
+	t := stream.PollTask{BatchID: b.ID, Provider: st.Provider, JobKey: st.JobKey, Key: st.Key, Attempt: st.Attempt}
 	// The change belongs to the job's trace, not the sweep's.
 	ctx, span := telemetry.Tracer().Start(telemetry.WithTraceparent(ctx, st.Traceparent), "sweep apply "+b.Status,
 		trace.WithAttributes(attribute.String("batchfleet.batch_id", b.ID)))

@@ -12,9 +12,11 @@ type SubmitTask struct {
 // acks it once the batch is final). Msg id "<batch_id>:poll".
 type PollTask struct {
 	BatchID string `json:"batch_id"`
-	JobKey  string `json:"job_key"`
-	Key     string `json:"key"`
-	Attempt int    `json:"attempt"`
+	// Provider is the batch's vendor ("" is OpenAI).
+	Provider string `json:"provider,omitempty"`
+	JobKey   string `json:"job_key"`
+	Key      string `json:"key"`
+	Attempt  int    `json:"attempt"`
 }
 
 // FinalTask hands an attempt that ended (vendor batch final, or never

@@ -127,7 +127,7 @@ func (s *Submitter) handOffPoll(ctx context.Context, job *jobstore.Job, a *jobst
 	if a.PollHandedOff {
 		return nil
 	}
-	if err := s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll"); err != nil {
+	if err := s.handOff(ctx, stream.PollTask{BatchID: a.BatchID, Provider: job.Provider, JobKey: job.Key, Key: a.Key, Attempt: a.N}, a.BatchID+":poll"); err != nil {
 		return err
 	}
 	_, err := s.d.Store.Apply(ctx, job, func(j *jobstore.Job) error {
@@ -193,6 +193,9 @@ func (s *Submitter) mutateAttempt(ctx context.Context, job *jobstore.Job, key st
 // createOnce does, under the lock, what the record says is left: reconcile
 // an unknown earlier create, upload the input, create the batch, record it.
 func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key string, req *contract.Request, lk *lock.Lock, log zerolog.Logger) (verdict, error) {
+	if job.Provider == contract.ProviderAnthropic {
+		return s.createAnthropic(ctx, job, key, req, lk, log)
+	}
 	a := job.Attempt(key)
 	if !a.CreateStartedAt.IsZero() {
 		if v, resolved, err := s.resolveCreate(ctx, job, key, log); !resolved || err != nil {
@@ -213,21 +216,8 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		}
 		a = job.Attempt(key)
 	}
-	if s.d.Admitter != nil && !a.Admitted {
-		ok, wait, err := s.d.Admitter.Admit(ctx, key, a.Model, a.EstTokens)
-		if err != nil {
-			return verdict{}, fmt.Errorf("admission: %w", err)
-		}
-		if !ok {
-			log.Info().Dur("wait", wait).Str("model", a.Model).Int64("est_tokens", a.EstTokens).
-				Msg("admission: active batch cap or token budget reached, waiting in the stream")
-			s.publishQueued(ctx, job, a, log)
-			s.d.Metrics.AdmissionWait()
-			return later(wait), nil
-		}
-		if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.Admitted = true }); err != nil {
-			return verdict{}, err
-		}
+	if v, stop, err := s.admit(ctx, job, key, log); stop || err != nil {
+		return v, err
 	}
 	if s.d.Limiter != nil {
 		if err := s.d.Limiter.Wait(ctx); err != nil {
@@ -279,6 +269,30 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	s.d.Metrics.BatchCreated(job.Endpoint)
 	log.Info().Ctx(ctx).Str("batch_id", b.ID).Int("requests", a.Count).Msg("vendor batch created")
 	return s.recordCreated(ctx, job, key, b, log)
+}
+
+// admit takes the attempt's admission slot (active batch cap, enqueued
+// token budget) unless it holds one; stop means wait in the stream.
+func (s *Submitter) admit(ctx context.Context, job *jobstore.Job, key string, log zerolog.Logger) (verdict, bool, error) {
+	a := job.Attempt(key)
+	if s.d.Admitter == nil || a.Admitted {
+		return verdict{}, false, nil
+	}
+	ok, wait, err := s.d.Admitter.Admit(ctx, key, a.Model, a.EstTokens)
+	if err != nil {
+		return verdict{}, true, fmt.Errorf("admission: %w", err)
+	}
+	if !ok {
+		log.Info().Dur("wait", wait).Str("model", a.Model).Int64("est_tokens", a.EstTokens).
+			Msg("admission: active batch cap or token budget reached, waiting in the stream")
+		s.publishQueued(ctx, job, a, log)
+		s.d.Metrics.AdmissionWait()
+		return later(wait), true, nil
+	}
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) { a.Admitted = true }); err != nil {
+		return verdict{}, true, err
+	}
+	return verdict{}, false, nil
 }
 
 // resolveCreate settles a create whose outcome is unknown (a mark, no
@@ -441,7 +455,7 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 	a := rec.Attempt(key)
 	// Record the batch for the pollers before handing it over, so a vendor
 	// webhook arriving before the first poll finds it.
-	ps := &jobstore.Poll{BatchID: b.ID, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC(),
+	ps := &jobstore.Poll{BatchID: b.ID, Provider: rec.Provider, JobKey: rec.Key, Key: key, Attempt: a.N, CreatedAt: s.d.Now().UTC(),
 		CancelRequested: rec.CancelRequested, Traceparent: telemetry.Traceparent(ctx)}
 	if err := s.d.Store.PutPoll(ctx, ps); err != nil && !errors.Is(err, jobstore.ErrConflict) {
 		return verdict{}, err
@@ -451,11 +465,19 @@ func (s *Submitter) recordCreated(ctx context.Context, job *jobstore.Job, key st
 	}
 	if rec.CancelRequested {
 		// A cancel arrived while the batch was being created: honour it.
-		if _, err := s.d.Vendor.Cancel(ctx, b.ID); err != nil {
+		if _, err := s.cancel(ctx, rec.Provider, b.ID); err != nil {
 			log.Warn().Err(err).Str("batch_id", b.ID).Msg("cancel batch created during cancellation (its claim retries)")
 		}
 	}
 	return done, nil
+}
+
+// cancel cancels a batch at its provider.
+func (s *Submitter) cancel(ctx context.Context, provider, id string) (batchapi.Batch, error) {
+	if provider == contract.ProviderAnthropic && s.d.Anthropic != nil {
+		return s.d.Anthropic.Cancel(ctx, id)
+	}
+	return s.d.Vendor.Cancel(ctx, id)
 }
 
 // vendorError turns a classified vendor error into a verdict: retry later
@@ -469,10 +491,16 @@ func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key stri
 	a := job.Attempt(key)
 	tries := a.SubmitErrors + 1
 	if ve.Ambiguous() && !a.CreateStartedAt.IsZero() {
-		// The create may have landed: look for it at once. Until a search
-		// past the create's settle time finds nothing, the attempt is
-		// never given up (a batch may exist) and never created again.
-		found, ferr := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
+		// The create may have landed: look for it at once (OpenAI: by its
+		// metadata; an Anthropic batch can be told only later, see
+		// resolveAnthropic). Until a search past the create's settle time
+		// finds nothing, the attempt is never given up (a batch may exist)
+		// and never created again.
+		var found *batchapi.Batch
+		var ferr error
+		if job.Provider != contract.ProviderAnthropic {
+			found, ferr = s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
+		}
 		if ferr == nil && found != nil {
 			log.Warn().Err(err).Str("batch_id", found.ID).Msg("create answered with an error but the batch exists: adopted")
 			s.d.Metrics.BatchAdopted()

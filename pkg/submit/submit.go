@@ -34,6 +34,14 @@ type vendor interface {
 	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
 }
 
+// anthropicVendor is the part of the Anthropic API a submitter uses.
+type anthropicVendor interface {
+	CreateFrom(ctx context.Context, r io.Reader) (batchapi.Batch, error)
+	FindCreated(ctx context.Context, since time.Time, count int) ([]batchapi.Batch, error)
+	Results(ctx context.Context, b batchapi.Batch) (io.ReadCloser, error)
+	Cancel(ctx context.Context, id string) (batchapi.Batch, error)
+}
+
 // locker takes the per-key Redis lock.
 type locker interface {
 	Acquire(ctx context.Context, key string, ttl time.Duration) (*lock.Lock, error)
@@ -54,15 +62,18 @@ type Admitter interface {
 
 // Deps are a submitter's live collaborators; all but Limiter and Admitter are required.
 type Deps struct {
-	JS       jetstream.JetStream
-	Store    *jobstore.Store
-	Vendor   vendor
-	Locker   locker
-	Limiter  limiter
-	Admitter Admitter
-	Metrics  *telemetry.Metrics
-	Logger   zerolog.Logger
-	Now      func() time.Time
+	JS     jetstream.JetStream
+	Store  *jobstore.Store
+	Vendor vendor
+	// Anthropic, if set, runs the jobs of provider "anthropic" (without it
+	// they fail provider_unavailable).
+	Anthropic anthropicVendor
+	Locker    locker
+	Limiter   limiter
+	Admitter  Admitter
+	Metrics   *telemetry.Metrics
+	Logger    zerolog.Logger
+	Now       func() time.Time
 }
 
 // Config tunes a submitter; zero values take the defaults.
@@ -79,6 +90,10 @@ type Config struct {
 	// (SUBMIT_CREATE_MARGIN): it covers the vendor finishing a request the
 	// client gave up on, and clock skew between machines. Defaults to 2m.
 	CreateMargin time.Duration
+	// TransferTimeout bounds a create that carries its requests
+	// (Anthropic's) when they are over 8 MB (VENDOR_TRANSFER_TIMEOUT).
+	// Defaults to 10m.
+	TransferTimeout time.Duration
 	// MaxTries bounds failed tries before a job ends failed (SUBMIT_MAX_TRIES). Defaults to 8.
 	MaxTries int
 	// Backoff spaces tries after vendor errors. Defaults to 1s..2m.
@@ -98,6 +113,7 @@ func (c Config) WithDefaults() Config {
 	c.LockTTL = cmp.Or(c.LockTTL, 30*time.Second)
 	c.CallTimeout = cmp.Or(c.CallTimeout, 30*time.Second)
 	c.MaxTries = cmp.Or(c.MaxTries, 8)
+	c.TransferTimeout = cmp.Or(c.TransferTimeout, 10*time.Minute)
 	c.CreateMargin = cmp.Or(c.CreateMargin, 2*time.Minute)
 	if c.Backoff.Initial == 0 {
 		c.Backoff = backoff.Policy{Initial: time.Second, Max: 2 * time.Minute}
@@ -214,12 +230,10 @@ func (s *Submitter) handleRequest(ctx context.Context, m jetstream.Msg) {
 		s.settle(m, s.reject(ctx, m, key, ce), key)
 		return
 	}
-	if req.Provider != contract.ProviderOpenAI {
-		// Contract v1.1 names Anthropic; this release validates its jobs
-		// but does not run them yet: a clear failure, not a job sent to
-		// the wrong vendor.
+	if req.Provider == contract.ProviderAnthropic && s.d.Anthropic == nil {
+		// A clear failure, not a job sent to the wrong vendor.
 		s.settle(m, s.reject(ctx, m, key, contract.Errorf(contract.CodeProviderUnavailable,
-			"provider %q is not available in this release of the fleet (only %q runs)", req.Provider, contract.ProviderOpenAI)), key)
+			"provider %q is not configured on this fleet (set ANTHROPIC_API_KEY)", req.Provider)), key)
 		return
 	}
 	var v verdict
@@ -370,6 +384,9 @@ func (s *Submitter) accept(ctx context.Context, req *contract.Request, sum intak
 	j := &jobstore.Job{
 		Key: req.IdempotencyKey, Endpoint: req.Endpoint, CompletionWindow: req.CompletionWindow,
 		Metadata: req.Metadata, Total: first.Count, Attempts: []jobstore.Attempt{first},
+	}
+	if req.Provider == contract.ProviderAnthropic {
+		j.Provider = req.Provider
 	}
 	if j.Metadata == nil {
 		j.Metadata = map[string]string{}
