@@ -67,6 +67,10 @@ const (
 // anthropicIDRE is Anthropic's custom_id rule.
 var anthropicIDRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
+// ValidAnthropicCustomID reports whether id matches Anthropic's custom_id
+// rule, ^[a-zA-Z0-9_-]{1,64}$.
+func ValidAnthropicCustomID(id string) bool { return anthropicIDRE.MatchString(id) }
+
 // RequestItem is one sub-request; method POST and url = endpoint are implied.
 type RequestItem struct {
 	CustomID string          `json:"custom_id"`

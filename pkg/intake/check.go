@@ -48,18 +48,46 @@ type Summary struct {
 // whose message names the 1-based line number and the rule; a read error
 // is returned wrapped as it is.
 func Check(r io.Reader, endpoint string) (Summary, error) {
+	return CheckFor(r, contract.ProviderOpenAI, endpoint)
+}
+
+// MaxAnthropicBytes is the largest Anthropic batch (256 MB).
+const MaxAnthropicBytes = 256 << 20
+
+// rules are a provider's limits on a batch input.
+type rules struct {
+	maxBytes int64
+	maxLines int
+	// validID, if set, is the provider's custom_id rule.
+	validID  func(string) bool
+	oneModel bool
+}
+
+func rulesOf(provider string) rules {
+	if provider == contract.ProviderAnthropic {
+		// Anthropic takes any models in one batch.
+		return rules{maxBytes: MaxAnthropicBytes, maxLines: contract.MaxAnthropicRequests, validID: contract.ValidAnthropicCustomID}
+	}
+	return rules{maxBytes: MaxBytes, maxLines: MaxLines, oneModel: true}
+}
+
+// CheckFor is Check by a provider's rules: for contract.ProviderAnthropic
+// up to 100,000 lines and 256 MB, custom_ids of ^[a-zA-Z0-9_-]{1,64}$, and
+// any models; Summary.Model is then the first line's.
+func CheckFor(r io.Reader, provider, endpoint string) (Summary, error) {
 	var sum Summary
+	rl := rulesOf(provider)
 	seen := make(map[string]struct{})
-	cr := &counter{r: io.LimitReader(r, MaxBytes+1)}
-	tooLarge := contract.Errorf(contract.CodeInvalidInput, "the file is larger than %d bytes, the vendor's limit", MaxBytes)
+	cr := &counter{r: io.LimitReader(r, rl.maxBytes+1)}
+	tooLarge := contract.Errorf(contract.CodeInvalidInput, "the file is larger than %d bytes, the vendor's limit", rl.maxBytes)
 	err := results.ScanLines(cr, func(n int, b []byte) error {
-		if cr.n > MaxBytes {
+		if cr.n > rl.maxBytes {
 			return tooLarge
 		}
-		if sum.Lines == MaxLines {
-			return contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, MaxLines)
+		if sum.Lines == rl.maxLines {
+			return contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, rl.maxLines)
 		}
-		if cerr := sum.add(n, bytes.TrimSpace(b), endpoint, seen); cerr != nil {
+		if cerr := sum.add(n, bytes.TrimSpace(b), endpoint, rl, seen); cerr != nil {
 			return cerr
 		}
 		return nil
@@ -71,7 +99,7 @@ func Check(r io.Reader, endpoint string) (Summary, error) {
 		return sum, ce
 	case err != nil:
 		return sum, fmt.Errorf("read input: %w", err)
-	case cr.n > MaxBytes:
+	case cr.n > rl.maxBytes:
 		return sum, tooLarge
 	case sum.Lines == 0:
 		return sum, contract.Errorf(contract.CodeInvalidInput, "the file has no requests")
@@ -94,7 +122,7 @@ func (c *counter) Read(p []byte) (int, error) {
 // add checks one non-blank line and counts it. gjson validates the line
 // and picks the fields in about one pass, where decoding it would scan it
 // twice.
-func (s *Summary) add(n int, line []byte, endpoint string, seen map[string]struct{}) *contract.Error {
+func (s *Summary) add(n int, line []byte, endpoint string, rl rules, seen map[string]struct{}) *contract.Error {
 	if !gjson.ValidBytes(line) {
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: not a JSON object", n)
 	}
@@ -107,6 +135,8 @@ func (s *Summary) add(n int, line []byte, endpoint string, seen map[string]struc
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: custom_id has the wrong type (%s)", n, id.Type)
 	case id.Str == "":
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: custom_id is required", n)
+	case rl.validID != nil && !rl.validID(id.Str):
+		return contract.Errorf(contract.CodeInvalidInput, "line %d: custom_id %q must match ^[a-zA-Z0-9_-]{1,64}$", n, id.Str)
 	case method.Type != gjson.String || method.Str != "POST":
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: method must be \"POST\"", n)
 	case url.Type != gjson.String || url.Str != endpoint:
@@ -121,14 +151,16 @@ func (s *Summary) add(n int, line []byte, endpoint string, seen map[string]struc
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: body must be a JSON object", n)
 	case model.Type != gjson.String || model.Str == "":
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: body.model is required", n)
-	case s.Model != "" && model.Str != s.Model:
+	case rl.oneModel && s.Model != "" && model.Str != s.Model:
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: body.model %q differs from %q: one model per file", n, model.Str, s.Model)
 	}
 	if _, dup := seen[id.Str]; dup {
 		return contract.Errorf(contract.CodeDuplicateCustomID, "line %d: custom_id %q is not unique", n, id.Str)
 	}
 	seen[id.Str] = struct{}{}
-	s.Model = model.Str
+	if s.Model == "" {
+		s.Model = model.Str
+	}
 	s.Lines++
 	s.BodyBytes += int64(len(body.Raw))
 	return nil

@@ -103,3 +103,28 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+func TestCheckForAnthropic(t *testing.T) {
+	const msgs = "/v1/messages"
+	// Models may differ within an Anthropic batch; the first is reported.
+	file := inputLine("a-1", msgs, "claude-haiku-4-5") + "\n" + inputLine("a_2", msgs, "claude-sonnet-4-5") + "\n"
+	sum, err := intake.CheckFor(strings.NewReader(file), contract.ProviderAnthropic, msgs)
+	require.NoError(t, err)
+	require.Equal(t, 2, sum.Lines)
+	require.Equal(t, "claude-haiku-4-5", sum.Model)
+	// The same file by OpenAI's rules: one model per file.
+	_, err = intake.CheckFor(strings.NewReader(file), contract.ProviderOpenAI, msgs)
+	var ce *contract.Error
+	require.ErrorAs(t, err, &ce)
+	require.Contains(t, ce.Message, "one model per file")
+
+	// A custom_id Anthropic refuses, named with its line.
+	bad := inputLine("ok", msgs, "claude-haiku-4-5") + "\n" + inputLine("not ok!", msgs, "claude-haiku-4-5") + "\n"
+	_, err = intake.CheckFor(strings.NewReader(bad), contract.ProviderAnthropic, msgs)
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, contract.CodeInvalidInput, ce.Code)
+	require.Contains(t, ce.Message, `line 2: custom_id "not ok!"`)
+	// OpenAI takes it.
+	_, err = intake.CheckFor(strings.NewReader(strings.ReplaceAll(bad, "claude-haiku-4-5", "gpt-4o-mini")), contract.ProviderOpenAI, msgs)
+	require.NoError(t, err)
+}

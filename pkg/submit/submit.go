@@ -358,7 +358,7 @@ func (s *Submitter) checkIntake(ctx context.Context, req *contract.Request) (int
 		return intake.Summary{}, err
 	}
 	defer rc.Close()
-	sum, err := intake.Check(rc, req.Endpoint)
+	sum, err := intake.CheckFor(rc, req.Provider, req.Endpoint)
 	if err != nil {
 		var ce *contract.Error
 		if errors.As(err, &ce) {
