@@ -34,7 +34,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Limiter, if set, is waited on before every call (Anthropic's
 	// ANTHROPIC_RPM budget, shared by the fleet).
-	Limiter interface{ Wait(ctx context.Context) error }
+	Limiter interface {
+		Wait(ctx context.Context) error
+	}
 }
 
 // Client is the vendor client.

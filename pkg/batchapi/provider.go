@@ -3,9 +3,7 @@ package batchapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"sort"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 )
@@ -44,55 +42,11 @@ type Provider interface {
 // client for.
 var ErrProviderUnavailable = errors.New("provider unavailable")
 
-// Providers routes to the configured providers by name; "" is OpenAI.
-type Providers struct {
-	m map[string]Provider
-}
-
-// NewProviders returns a router over ps (nil entries are skipped).
-func NewProviders(ps ...Provider) *Providers {
-	r := &Providers{m: map[string]Provider{}}
-	for _, p := range ps {
-		if p != nil {
-			r.m[p.Name()] = p
-		}
-	}
-	return r
-}
-
-// For returns the named provider ("" is contract.ProviderOpenAI), or an
-// error wrapping ErrProviderUnavailable.
-func (r *Providers) For(name string) (Provider, error) {
-	if name == "" {
-		name = contract.ProviderOpenAI
-	}
-	if p, ok := r.m[name]; ok {
-		return p, nil
-	}
-	return nil, fmt.Errorf("%w: %q is not configured on this worker", ErrProviderUnavailable, name)
-}
-
-// Names lists the configured providers, sorted.
-func (r *Providers) Names() []string {
-	out := make([]string, 0, len(r.m))
-	for n := range r.m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// OpenAI returns the OpenAI client, nil when not configured.
-func (r *Providers) OpenAI() *Client {
-	c, _ := r.m[contract.ProviderOpenAI].(*Client)
-	return c
-}
-
-// Anthropic returns the Anthropic client, nil when not configured.
-func (r *Providers) Anthropic() *Anthropic {
-	a, _ := r.m[contract.ProviderAnthropic].(*Anthropic)
-	return a
-}
+// Both clients are Providers.
+var (
+	_ Provider = (*Client)(nil)
+	_ Provider = (*Anthropic)(nil)
+)
 
 // Name is contract.ProviderOpenAI.
 func (c *Client) Name() string { return contract.ProviderOpenAI }
