@@ -1,12 +1,14 @@
 package cli
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,8 +25,9 @@ func (e *env) devCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run the whole fleet in one process on embedded defaults (NATS JetStream, Redis, the vendor emulator, the dashboard)",
 		Long: `Run the whole fleet in one process: an embedded NATS JetStream server, a redis-server child
-(or REDIS_URL; an in-process Redis when redis-server is not installed), the OpenAI Batch API
-emulator, one submitter, poller and notifier, and the web dashboard. Logs are coloured,
+(or REDIS_URL; an in-process Redis when redis-server is not installed), the vendor emulator
+(OpenAI's Batch API and Anthropic's Message Batches; the workers get OPENAI_* and ANTHROPIC_*
+settings pointing at it), one submitter, poller and notifier, and the web dashboard. Logs are coloured,
 human-readable lines on a terminal and JSON otherwise (--log json|console to choose).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -54,6 +57,10 @@ human-readable lines on a terminal and JSON otherwise (--log json|console to cho
 				return err
 			case a = <-ready:
 			}
+			claude, err := writeDemoClaude(o.DataDir)
+			if err != nil {
+				return err
+			}
 			ui := "off"
 			if uiAddr != "" {
 				ln, err := net.Listen("tcp", uiAddr)
@@ -78,20 +85,23 @@ human-readable lines on a terminal and JSON otherwise (--log json|console to cho
 batchfleet dev fleet is running (Ctrl-C to stop)
   NATS JetStream  %s
   Redis           %s (%s)
-  vendor emulator %s
+  vendor emulator %s (OpenAI), %s (Anthropic)
   dashboard       %s
 Publish the sample job and wait for its batch.completed:
   go run ./cmd/batchfleet publish --nats %s --key demo-$(date +%%s) --wait examples/sample.jsonl
+A Claude job (Anthropic Message Batches requests):
+  go run ./cmd/batchfleet publish --nats %s --provider anthropic --key claude-demo-$(date +%%s) --wait %s
 Then: go run ./cmd/batchfleet jobs ls --nats %s   (and: report, jobs show KEY, jobs watch KEY)
 
-`, a.NATSURL, a.RedisURL, a.RedisKind, a.OpenAIBaseURL, ui, a.NATSURL, a.NATSURL)
+`, a.NATSURL, a.RedisURL, a.RedisKind, a.OpenAIBaseURL, a.AnthropicBaseURL, ui, a.NATSURL, a.NATSURL, claude, a.NATSURL)
 			if demo {
 				go func() {
-					key := fmt.Sprintf("demo-%d", time.Now().Unix())
-					root := New(e.out, e.errOut)
-					root.SetArgs([]string{"publish", "--nats", a.NATSURL, "--key", key, "--wait", "examples/sample.jsonl"})
-					if err := root.ExecuteContext(ctx); err != nil {
-						fmt.Fprintln(e.errOut, "demo:", err)
+					for _, args := range demoJobs(a.NATSURL, time.Now().Unix(), claude) {
+						root := New(e.out, e.errOut)
+						root.SetArgs(args)
+						if err := root.ExecuteContext(ctx); err != nil {
+							fmt.Fprintln(e.errOut, "demo:", err)
+						}
 					}
 				}()
 			}
@@ -104,8 +114,34 @@ Then: go run ./cmd/batchfleet jobs ls --nats %s   (and: report, jobs show KEY, j
 	fl.StringVar(&o.EmulatorAddr, "emulator", o.EmulatorAddr, "vendor emulator listen address")
 	fl.StringVar(&uiAddr, "ui", "127.0.0.1:8088", "dashboard listen address (\"\" for none)")
 	fl.StringVar(&logFormat, "log", "auto", "log format: auto (console on a terminal), console or json")
-	fl.BoolVar(&demo, "demo", false, "publish examples/sample.jsonl once the fleet runs and print its batch.completed")
+	fl.BoolVar(&demo, "demo", false, "publish examples/sample.jsonl and a 3-request Claude job once the fleet runs and print their batch.completed")
 	return c
+}
+
+// demoClaude is the dev demo's Claude job: Anthropic batch requests for
+// publish --provider anthropic.
+//
+//go:embed demo/claude.jsonl
+var demoClaude []byte
+
+// writeDemoClaude writes the demo's Claude job into the dev fleet's data
+// directory, so the printed command can publish it again, and returns its
+// path.
+func writeDemoClaude(dir string) (string, error) {
+	path := filepath.Join(dir, "demo-claude.jsonl")
+	if err := os.WriteFile(path, demoClaude, 0o644); err != nil {
+		return "", fmt.Errorf("write the demo's Claude job: %w", err)
+	}
+	return path, nil
+}
+
+// demoJobs are the publish commands of --demo, run one after the other:
+// the OpenAI sample job, then the Claude job at claude.
+func demoJobs(natsURL string, now int64, claude string) [][]string {
+	return [][]string{
+		{"publish", "--nats", natsURL, "--key", fmt.Sprintf("demo-%d", now), "--wait", "examples/sample.jsonl"},
+		{"publish", "--nats", natsURL, "--provider", "anthropic", "--key", fmt.Sprintf("claude-demo-%d", now), "--wait", claude},
+	}
 }
 
 // console renders the workers' JSON log lines for people (zerolog's

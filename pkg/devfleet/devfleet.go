@@ -53,6 +53,9 @@ type Options struct {
 // Addrs are where the dev fleet's servers listen.
 type Addrs struct {
 	NATSURL, RedisURL, OpenAIBaseURL, RedisKind string
+	// AnthropicBaseURL is the emulator's Anthropic API root, without /v1
+	// (anthropic-sdk-go's convention, as ANTHROPIC_BASE_URL).
+	AnthropicBaseURL string
 }
 
 // Run starts everything and blocks until ctx is done, then stops it all.
@@ -97,19 +100,10 @@ func Run(ctx context.Context, o Options) error {
 	defer emu.Close()
 	log.Info().Str("base_url", emu.BaseURL()).Msg("vendor emulator running")
 
-	dev := map[string]string{
-		"NATS_URL": natsURL, "REDIS_URL": redisURL, "OPENAI_BASE_URL": emu.BaseURL(), "OPENAI_API_KEY": "sk-dev",
-		"POLL_INITIAL_INTERVAL": "500ms", "POLL_MAX_INTERVAL": "5s", "POLL_SWEEP_INTERVAL": "1s", "RETRY_BACKOFF": "2s",
-	}
-	env := func(k string) (string, bool) {
-		if v, ok := o.Env(k); ok && v != "" {
-			return v, true
-		}
-		v, ok := dev[k]
-		return v, ok
-	}
+	a := Addrs{NATSURL: natsURL, RedisURL: redisURL, OpenAIBaseURL: emu.BaseURL(), AnthropicBaseURL: emu.AnthropicBaseURL(), RedisKind: kind}
+	env := workerEnv(o.Env, a)
 	if o.Ready != nil {
-		o.Ready(Addrs{NATSURL: natsURL, RedisURL: redisURL, OpenAIBaseURL: emu.BaseURL(), RedisKind: kind})
+		o.Ready(a)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for name, build := range map[string]lifecycle.Build{"submitter": fleet.Submitter, "poller": fleet.Poller, "notifier": fleet.Notifier} {
@@ -120,6 +114,25 @@ func Run(ctx context.Context, o Options) error {
 		err = nil
 	}
 	return err
+}
+
+// workerEnv is the workers' settings: those of env (the caller's, when
+// set and not empty), else the dev fleet's, which point both providers at
+// the emulator (OpenAI's base URL with /v1, Anthropic's without).
+func workerEnv(env config.Lookup, a Addrs) config.Lookup {
+	dev := map[string]string{
+		"NATS_URL": a.NATSURL, "REDIS_URL": a.RedisURL,
+		"OPENAI_BASE_URL": a.OpenAIBaseURL, "OPENAI_API_KEY": "sk-dev",
+		"ANTHROPIC_BASE_URL": a.AnthropicBaseURL, "ANTHROPIC_API_KEY": "sk-dev",
+		"POLL_INITIAL_INTERVAL": "500ms", "POLL_MAX_INTERVAL": "5s", "POLL_SWEEP_INTERVAL": "1s", "RETRY_BACKOFF": "2s",
+	}
+	return func(k string) (string, bool) {
+		if v, ok := env(k); ok && v != "" {
+			return v, true
+		}
+		v, ok := dev[k]
+		return v, ok
+	}
 }
 
 func startNATS(addr, dir string) (*server.Server, string, error) {

@@ -3,7 +3,9 @@ package devfleet_test
 import (
 	"context"
 	"io"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +41,20 @@ func TestDevFleetRunsTheSample(t *testing.T) {
 		cancel()
 		require.NoError(t, <-errc)
 	}()
+	// The workers' ANTHROPIC_BASE_URL: the emulator's root, to which
+	// anthropic-sdk-go adds /v1/messages/batches.
+	require.Equal(t, strings.TrimSuffix(a.OpenAIBaseURL, "/v1"), a.AnthropicBaseURL)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, a.AnthropicBaseURL+"/v1/messages/batches", nil)
+	require.NoError(t, err)
+	hreq.Header.Set("x-api-key", "sk-dev")
+	hreq.Header.Set("anthropic-version", "2023-06-01")
+	resp, err := http.DefaultClient.Do(hreq)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Contains(t, string(body), `"data"`)
+
 	_, js := fleettest.Connect(t, a.NATSURL)
 	f, err := os.Open("../../examples/sample.jsonl")
 	require.NoError(t, err)
