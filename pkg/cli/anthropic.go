@@ -10,27 +10,23 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/tidwall/gjson"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/intake"
 	"github.com/batchfleet/batchfleet/pkg/ops"
 	"github.com/batchfleet/batchfleet/pkg/results"
 )
-
-// maxAnthropicBytes is Anthropic's limit on one Message Batch (256 MB),
-// applied to the requests as the fleet sends them.
-const maxAnthropicBytes = 256 << 20
 
 // inlineMargin leaves room in a NATS message for the request's other
 // fields and the headers (the margin ops.PublishFile keeps).
 const inlineMargin = 8 << 10
 
-// itemOverhead bounds the JSON around one request's custom_id and params:
-// {"custom_id":"","params":}, plus a comma.
-const itemOverhead = len(`{"custom_id":"","params":},`)
+// lineOverhead is the JSON around one request's custom_id and body in the
+// contract's input line; it bounds the same request inline too.
+const lineOverhead = len(`{"custom_id":"","method":"POST","url":"/v1/messages","body":}` + "\n")
 
 // publishAnthropic publishes the Anthropic Message Batches request file at
 // path (one {"custom_id", "params"} object per line) as the job key, each
@@ -66,7 +62,7 @@ func publishAnthropic(ctx context.Context, js jetstream.JetStream, key, path str
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		n, err := writeAnthropicJSONL(pw, f, key)
+		n, err := writeAnthropicJSONL(pw, f)
 		if err != nil {
 			err = fmt.Errorf("%s: %w", path, err)
 		}
@@ -103,13 +99,13 @@ func checkAnthropicKey(key string) error {
 // checkAnthropicFile checks the Anthropic batch request file at path
 // without keeping its requests: it returns their number and their size as
 // sent (what decides between inline and input_object).
-func checkAnthropicFile(path, key string) (n int, size int64, err error) {
+func checkAnthropicFile(path string) (n int, size int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.Close()
-	n, err = scanAnthropic(f, key, func(it contract.RequestItem) error {
+	n, err = scanAnthropic(f, func(it contract.RequestItem) error {
 		size += itemSize(it)
 		return nil
 	})
@@ -124,7 +120,7 @@ func checkAnthropicFile(path, key string) (n int, size int64, err error) {
 func readAnthropic(r io.Reader, key string) (contract.Request, error) {
 	req := anthropicJob(key)
 	req.Requests = []contract.RequestItem{}
-	if _, err := scanAnthropic(r, key, func(it contract.RequestItem) error {
+	if _, err := scanAnthropic(r, func(it contract.RequestItem) error {
 		req.Requests = append(req.Requests, it)
 		return nil
 	}); err != nil {
@@ -139,10 +135,9 @@ func readAnthropic(r io.Reader, key string) (contract.Request, error) {
 // writeAnthropicJSONL converts an Anthropic batch request file to the
 // contract's input lines {"custom_id","method":"POST","url":"/v1/messages",
 // "body"}, one request at a time, and returns their number.
-func writeAnthropicJSONL(w io.Writer, r io.Reader, key string) (int, error) {
-	return scanAnthropic(r, key, func(it contract.RequestItem) error {
-		one := anthropicJob(key)
-		one.Requests = []contract.RequestItem{it}
+func writeAnthropicJSONL(w io.Writer, r io.Reader) (int, error) {
+	return scanAnthropic(r, func(it contract.RequestItem) error {
+		one := contract.Request{Endpoint: contract.AnthropicEndpoint, Requests: []contract.RequestItem{it}}
 		line, err := one.JSONL()
 		if err != nil {
 			return err
@@ -155,8 +150,10 @@ func writeAnthropicJSONL(w io.Writer, r io.Reader, key string) (int, error) {
 // scanAnthropic reads an Anthropic batch request file line by line (blank
 // lines skipped), checks every line and the file's limits, and calls fn
 // with each request converted. It returns the number of requests; an error
-// names the line and what is wrong with it.
-func scanAnthropic(r io.Reader, key string, fn func(contract.RequestItem) error) (int, error) {
+// names the line and what is wrong with it. The size limit applies to the
+// contract's input lines (what the fleet checks in batch_intake), counting
+// each params as written, not compacted.
+func scanAnthropic(r io.Reader, fn func(contract.RequestItem) error) (int, error) {
 	seen := make(map[string]int)
 	n := 0
 	var size int64
@@ -164,7 +161,7 @@ func scanAnthropic(r io.Reader, key string, fn func(contract.RequestItem) error)
 		if n == contract.MaxAnthropicRequests {
 			return fmt.Errorf("the file has more than %d requests, Anthropic's limit", contract.MaxAnthropicRequests)
 		}
-		it, err := anthropicItem(key, bytes.TrimSpace(b))
+		it, err := anthropicItem(bytes.TrimSpace(b))
 		if err != nil {
 			return err
 		}
@@ -172,8 +169,8 @@ func scanAnthropic(r io.Reader, key string, fn func(contract.RequestItem) error)
 			return fmt.Errorf("custom_id %q is not unique (line %d has it too)", it.CustomID, first)
 		}
 		seen[it.CustomID] = line
-		if size += itemSize(it); size > maxAnthropicBytes {
-			return fmt.Errorf("the requests are larger than %d bytes, Anthropic's limit", maxAnthropicBytes)
+		if size += itemSize(it); size > intake.MaxAnthropicBytes {
+			return fmt.Errorf("the requests are larger than %d bytes, Anthropic's limit", intake.MaxAnthropicBytes)
 		}
 		n++
 		return fn(it)
@@ -185,15 +182,14 @@ func scanAnthropic(r io.Reader, key string, fn func(contract.RequestItem) error)
 }
 
 func itemSize(it contract.RequestItem) int64 {
-	return int64(itemOverhead + len(it.CustomID) + len(it.Body))
+	return int64(lineOverhead + len(it.CustomID) + len(it.Body))
 }
 
 // anthropicItem converts one line of an Anthropic batch request file,
 // {"custom_id": "...", "params": {...}}, to a contract request item
-// {custom_id, body: params}. params must hold the Messages API's required
-// parameters; the item must pass the contract's rules for an anthropic
-// request (its custom_id rule among them).
-func anthropicItem(key string, line []byte) (contract.RequestItem, error) {
+// {custom_id, body: params}: custom_id by the contract's Anthropic rule,
+// params a JSON object with the Messages API's required parameters.
+func anthropicItem(line []byte) (contract.RequestItem, error) {
 	var it contract.RequestItem
 	var fields map[string]json.RawMessage
 	if len(line) == 0 || line[0] != '{' {
@@ -218,6 +214,10 @@ func anthropicItem(key string, line []byte) (contract.RequestItem, error) {
 		return it, errors.New("custom_id is required")
 	case json.Unmarshal(id, &it.CustomID) != nil:
 		return it, fmt.Errorf("custom_id must be a string, got %s", clip(string(id), 40))
+	case it.CustomID == "":
+		return it, errors.New("custom_id is required")
+	case !contract.ValidAnthropicCustomID(it.CustomID):
+		return it, fmt.Errorf("custom_id %q: an anthropic custom_id is 1..64 characters of [a-zA-Z0-9_-]", it.CustomID)
 	}
 	params, ok := fields["params"]
 	switch {
@@ -230,13 +230,6 @@ func anthropicItem(key string, line []byte) (contract.RequestItem, error) {
 		return it, err
 	}
 	it.Body = params
-	one := contract.Request{IdempotencyKey: key, Provider: contract.ProviderAnthropic, Requests: []contract.RequestItem{it}}
-	var ce *contract.Error
-	if err := one.Validate(); errors.As(err, &ce) {
-		return it, errors.New(strings.TrimPrefix(ce.Message, "requests[0]."))
-	} else if err != nil {
-		return it, err
-	}
 	return it, nil
 }
 

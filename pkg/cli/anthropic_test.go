@@ -63,7 +63,7 @@ func TestAnthropicFileBecomesContractItems(t *testing.T) {
 
 	// By reference: the contract's input lines, url /v1/messages.
 	var buf bytes.Buffer
-	n, err := writeAnthropicJSONL(&buf, strings.NewReader(in), "claude-job-1")
+	n, err := writeAnthropicJSONL(&buf, strings.NewReader(in))
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
@@ -128,13 +128,13 @@ func TestAnthropicFileOfMoreThan100000Requests(t *testing.T) {
 	for i := range contract.MaxAnthropicRequests + 1 {
 		fmt.Fprintf(&b, `{"custom_id":"r%d","params":{"model":"claude-haiku-4-5","max_tokens":1,"messages":[{"role":"user","content":"x"}]}}`+"\n", i)
 	}
-	n, err := scanAnthropic(strings.NewReader(b.String()), "k", func(contract.RequestItem) error { return nil })
+	n, err := scanAnthropic(strings.NewReader(b.String()), func(contract.RequestItem) error { return nil })
 	require.EqualError(t, err, "line 100001: the file has more than 100000 requests, Anthropic's limit")
 	require.Equal(t, contract.MaxAnthropicRequests, n)
 
 	// Exactly the limit is accepted.
 	exact := b.String()[:strings.LastIndex(strings.TrimSuffix(b.String(), "\n"), "\n")+1]
-	n, err = scanAnthropic(strings.NewReader(exact), "k", func(contract.RequestItem) error { return nil })
+	n, err = scanAnthropic(strings.NewReader(exact), func(contract.RequestItem) error { return nil })
 	require.NoError(t, err)
 	require.Equal(t, contract.MaxAnthropicRequests, n)
 }

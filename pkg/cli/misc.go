@@ -146,7 +146,7 @@ checked line by line before anything is sent and published inline or as input_ob
 					return err
 				}
 				var err error
-				if _, size, err = checkAnthropicFile(args[0], key); err != nil {
+				if _, size, err = checkAnthropicFile(args[0]); err != nil {
 					return err
 				}
 			default:
