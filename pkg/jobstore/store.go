@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 // Bucket names.
@@ -169,6 +171,8 @@ func (s *Store) Create(ctx context.Context, j *Job) error {
 		j.Timeline = tl
 		return fmt.Errorf("encode job %q: %w", j.Key, err)
 	}
+	ctx, end := telemetry.Start(ctx, "kv create batch_jobs", attribute.String("batchfleet.idempotency_key", j.Key))
+	defer func() { end(err) }() // the KV create's own error
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	if err := s.index.sync(ctx, nil, nil, j); err != nil {
@@ -208,9 +212,11 @@ func (s *Store) Update(ctx context.Context, j *Job) error {
 		j.UpdatedAt, j.Timeline = prevUpdated, tl
 		return fmt.Errorf("encode job %q: %w", j.Key, err)
 	}
+	ctx, end := telemetry.Start(ctx, "kv update batch_jobs", attribute.String("batchfleet.idempotency_key", j.Key))
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	rev, err := s.jobs.Update(ctx, KVKey(j.Key), data, j.Revision)
+	end(err)
 	if err != nil {
 		j.UpdatedAt, j.Timeline = prevUpdated, tl
 		if IsWrongRevision(err) {
@@ -294,6 +300,8 @@ func (s *Store) PutPoll(ctx context.Context, p *Poll) error {
 	if err != nil {
 		return fmt.Errorf("encode poll %q: %w", p.BatchID, err)
 	}
+	ctx, end := telemetry.Start(ctx, "kv update batch_polls", attribute.String("batchfleet.batch_id", p.BatchID))
+	defer func() { end(err) }()
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	var rev uint64
@@ -359,9 +367,11 @@ func (s *Store) PutObject(ctx context.Context, bucket, name string, r io.Reader)
 	if err != nil {
 		return 0, err
 	}
+	ctx, end := telemetry.Start(ctx, "object put "+bucket)
 	ctx, cancel := context.WithTimeout(ctx, s.s.TransferTimeout)
 	defer cancel()
 	info, err := os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	end(err)
 	if err != nil {
 		return 0, fmt.Errorf("put object %s/%q: %w", bucket, name, err)
 	}

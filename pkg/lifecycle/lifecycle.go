@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -229,6 +230,12 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		return nil, err
 	}
 	inf.Redis = redis.NewClient(opts)
+	// A span per Redis command (locks, rate limits, heartbeats) in the
+	// caller's trace, without the statements (they hold keys and tokens).
+	if err := redisotel.InstrumentTracing(inf.Redis, redisotel.WithDBStatement(false)); err != nil {
+		inf.Close()
+		return nil, fmt.Errorf("redis tracing: %w", err)
+	}
 	pctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
 	warn, err := checkRedis(pctx, inf.Redis)
 	cancel()

@@ -11,6 +11,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
 var (
@@ -144,7 +147,15 @@ return -2`)
 // *HeldError, which matches ErrNotAcquired; other errors are Redis failures,
 // after which the lock may or may not have been taken (it then expires after
 // ttl on its own).
-func (l *Locker) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+func (l *Locker) Acquire(ctx context.Context, key string, ttl time.Duration) (lk *Lock, err error) {
+	ctx, end := telemetry.Start(ctx, "lock acquire", attribute.String("batchfleet.lock.key", key))
+	defer func() {
+		failed := err
+		if errors.Is(err, ErrNotAcquired) {
+			failed = nil // held by another owner: an answer, not a failure
+		}
+		end(failed)
+	}()
 	if key == "" {
 		return nil, errors.New("acquire lock: empty key")
 	}
@@ -171,7 +182,7 @@ func (l *Locker) Acquire(ctx context.Context, key string, ttl time.Duration) (*L
 		}
 		return nil, &HeldError{Key: key, TTL: held}
 	}
-	lk := &Lock{
+	lk = &Lock{
 		locker: l,
 		key:    key,
 		rkey:   rkey,
