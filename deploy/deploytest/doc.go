@@ -3,7 +3,10 @@
 // .dockerignore, docker-compose.yml (loaded with compose-go, the library
 // docker compose itself uses) and the Kubernetes manifests in deploy/k8s
 // (strictly decoded into the typed Kubernetes API structs, so a misspelt
-// field fails).
+// field fails), and every manifest under deploy/ with kubeconform -strict
+// against the JSON schemas kept in deploy/schemas (never downloaded),
+// including the KEDA overlay deploy/k8s-keda, whose ScaledObjects are also
+// checked against the workers' streams, consumers and metrics.
 //
 // Beyond syntax it checks that the files agree with each other and with the
 // workers: every worker's environment passes the workers' own
