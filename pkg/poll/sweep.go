@@ -146,7 +146,7 @@ func (p *Poller) lead(ctx context.Context, lk *lock.Lock, provider string, l lis
 		stopped := sctx.Err() != nil // shut down or leadership lost: not a failed sweep
 		cancel()
 		if err == nil || !stopped {
-			p.d.Metrics.Swept(err, active, p.d.Now())
+			p.d.Metrics.Swept(provider, err, active, p.d.Now())
 		}
 		if err != nil && ctx.Err() == nil {
 			s.warn(err.Error()).Err(err).Msg("sweep failed: the claims poll each batch until the next complete sweep")

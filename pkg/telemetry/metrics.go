@@ -17,8 +17,8 @@ type Metrics struct {
 	AdmissionWaits  prometheus.Counter
 	PollGets        *prometheus.CounterVec // path: claim, webhook, sweep (List pages)
 	Sweeps          *prometheus.CounterVec // result: ok, error
-	SweepLast       prometheus.Gauge       // unix time of the last complete sweep
-	SweepActive     prometheus.Gauge       // the fleet's active batches the last sweep listed
+	SweepLast       *prometheus.GaugeVec   // unix time of the last complete sweep, by provider
+	SweepActive     *prometheus.GaugeVec   // the fleet's active batches the last sweep listed, by provider
 	Transitions     *prometheus.CounterVec // to
 	Completed       *prometheus.CounterVec // outcome
 	Retries         *prometheus.CounterVec // reason
@@ -42,11 +42,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PollGets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_vendor_gets_total",
 			Help: "Vendor batch GETs by path (claim schedule, vendor webhook, or sweep: one List page)."}, []string{"path"}),
 		Sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_sweeps_total",
-			Help: "List sweeps of the vendor's batches by result (ok, error)."}, []string{"result"}),
-		SweepLast: prometheus.NewGauge(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_last_success_timestamp_seconds",
-			Help: "Unix time at which the last complete List sweep finished (on the sweep leader)."}),
-		SweepActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_active_batches",
-			Help: "The fleet's non-terminal vendor batches listed by the last sweep (on the sweep leader)."}),
+			Help: "List sweeps of the vendor's batches by provider and result (ok, error)."}, []string{"provider", "result"}),
+		SweepLast: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_last_success_timestamp_seconds",
+			Help: "Unix time at which the last complete List sweep of a provider's batches finished (on its sweep leader)."}, []string{"provider"}),
+		SweepActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "batchfleet_poll_sweep_active_batches",
+			Help: "The fleet's non-terminal vendor batches of a provider listed by its last sweep (on its sweep leader)."}, []string{"provider"}),
 		Transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_poll_transitions_total",
 			Help: "Observed vendor status transitions by target status."}, []string{"to"}),
 		Completed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "batchfleet_notify_jobs_completed_total",
@@ -107,17 +107,17 @@ func (m *Metrics) PollGet(path string) {
 
 // Swept records the end of a List sweep: err nil for a complete one that
 // found active batches of the fleet.
-func (m *Metrics) Swept(err error, active int, at time.Time) {
+func (m *Metrics) Swept(provider string, err error, active int, at time.Time) {
 	if m == nil {
 		return
 	}
 	if err != nil {
-		m.Sweeps.WithLabelValues("error").Inc()
+		m.Sweeps.WithLabelValues(provider, "error").Inc()
 		return
 	}
-	m.Sweeps.WithLabelValues("ok").Inc()
-	m.SweepLast.Set(float64(at.UnixNano()) / 1e9)
-	m.SweepActive.Set(float64(active))
+	m.Sweeps.WithLabelValues(provider, "ok").Inc()
+	m.SweepLast.WithLabelValues(provider).Set(float64(at.UnixNano()) / 1e9)
+	m.SweepActive.WithLabelValues(provider).Set(float64(active))
 }
 
 // Transition counts an observed transition into status to.
