@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -313,8 +314,9 @@ func checkKEDA(base *manifests, o *kedaOverlay) problems {
 // registeredMetrics are the metric names the workers export.
 func registeredMetrics(p *problems) map[string]bool {
 	reg := prometheus.NewRegistry()
-	telemetry.NewMetrics(reg)
-	// Vectors appear once they have a child; the scalable gauges are plain.
+	m := telemetry.NewMetrics(reg)
+	// Vectors appear once they have a child: record one sweep.
+	m.Swept("openai", nil, 1, time.Now())
 	mfs, err := reg.Gather()
 	if err != nil {
 		p.add("keda: gathering the workers' metrics: %v", err)
