@@ -531,19 +531,26 @@ func TestAnthropicWorkersKilled(t *testing.T) {
 }
 
 // The vendor answers some creates 529 overloaded_error and drops the
-// answer of about half the others after creating the batch. 8 jobs with
-// distinct request counts all succeed exactly once; each key ends with
-// exactly one batch not cancelled; every batch the vendor holds is in its
-// job's batch_ids, a duplicate included; and a duplicate was cancelled
-// before any of its requests ran (requests start 5s after a create, the
-// search for a lost answer runs 2.5s after it).
+// answer of others after creating the batch. 8 jobs with distinct request
+// counts all succeed exactly once; each key ends with exactly one batch
+// not cancelled; every batch the vendor holds is in its job's batch_ids,
+// cancelled duplicates included; and a duplicate was cancelled before any
+// of its requests ran.
+//
+// The fleet takes a 529 on a create, like a lost answer, as an unknown
+// outcome: it searches for the batch before it creates again, first when
+// the create's deadline and margin have passed (2.5s here), then after a
+// backoff that grows with the tries (4s, 8s, 16s, +-20%). A batch found
+// running is cancelled (a duplicate), one found ended is adopted. The
+// emulator starts a batch's requests 11s after its creation and runs them
+// for 0.5s: searches up to 9.6s find it not yet running, later ones find
+// it ended, so no search can meet a batch half run.
 func TestAnthropicDroppedCreatesAnd529(t *testing.T) {
 	f := startFleet(t, fleetOpts{
-		EmulatorEnv: []string{"EMULATOR_VALIDATING_FOR=5s"},
-		WorkerEnv:   anthropicEnv,
+		EmulatorEnv: []string{"EMULATOR_VALIDATING_FOR=11s"},
+		// Failed creates count as tries: the budget is not what this tests.
+		WorkerEnv: append([]string{"SUBMIT_MAX_TRIES=12"}, anthropicEnv...),
 	})
-	// First every create is refused 529, until a few were.
-	f.setFaults(emulator.Faults{Ops: map[string]emulator.OpFaults{emulator.OpAnthropicCreate: {OverloadedRate: 1}}})
 	f.start("submitter", 2)
 	f.start("poller", 1)
 	f.start("notifier", 1)
@@ -551,20 +558,33 @@ func TestAnthropicDroppedCreatesAnd529(t *testing.T) {
 	var keys []string
 	count := map[string]int{}
 	reqs := map[string][]contract.RequestItem{}
-	for i := range 8 {
-		k := fmt.Sprintf("anth-drop-%d", i)
-		keys = append(keys, k)
-		count[k] = i + 1
-		reqs[k] = anthropicRequests(k, i+1)
-		f.publish(anthropicJob(k, reqs[k]), true)
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			k := fmt.Sprintf("anth-drop-%d", i)
+			keys = append(keys, k)
+			count[k] = i + 1
+			reqs[k] = anthropicRequests(k, i+1)
+			f.publish(anthropicJob(k, reqs[k]), true)
+		}
 	}
+	// Three jobs meet a vendor refusing every create 529,
+	f.setFaults(emulator.Faults{Ops: map[string]emulator.OpFaults{emulator.OpAnthropicCreate: {OverloadedRate: 1}}})
+	publish(0, 3)
 	fleettest.WaitFor(t, 30*time.Second, func() bool {
 		return f.countCalls(emulator.OpAnthropicCreate, emulator.StatusOverloaded) >= 3
 	}, "creates refused 529")
-	// Then 30% of creates are refused, half of the others lose their answer.
-	f.setFaults(emulator.Faults{DropAfterCreateRate: 0.5,
-		Ops: map[string]emulator.OpFaults{emulator.OpAnthropicCreate: {OverloadedRate: 0.3}}})
-	got, _ := f.readOneEach(completed, keys, 120*time.Second)
+	// three more one dropping every create answer,
+	f.setFaults(emulator.Faults{DropAfterCreateRate: 1})
+	publish(3, 6)
+	fleettest.WaitFor(t, 30*time.Second, func() bool {
+		return f.countCalls(emulator.OpAnthropicCreate, 0) >= 3
+	}, "create answers dropped")
+	// and from then on 10% of creates are refused and 40% of the others
+	// lose their answer.
+	f.setFaults(emulator.Faults{DropAfterCreateRate: 0.4,
+		Ops: map[string]emulator.OpFaults{emulator.OpAnthropicCreate: {OverloadedRate: 0.1}}})
+	publish(6, 8)
+	got, _ := f.readOneEach(completed, keys, 180*time.Second)
 	for _, k := range keys {
 		ev := got[k]
 		require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, "%s: %+v", k, ev.Error)
@@ -594,9 +614,18 @@ func TestAnthropicDroppedCreatesAnd529(t *testing.T) {
 	}
 	refused := f.countCalls(emulator.OpAnthropicCreate, emulator.StatusOverloaded)
 	dropped := f.countCalls(emulator.OpAnthropicCreate, 0)
-	require.Positive(t, dropped, "no create answer was dropped: the test did not exercise the search")
-	t.Logf("%d creates refused 529, %d answers dropped after the batch was made; %d cancelled duplicates, listed in batch_ids",
-		refused, dropped, dups)
+	require.GreaterOrEqual(t, dropped, 3)
+	require.Positive(t, dups, "no lost create left a duplicate: the test did not exercise the cancel")
+	adopted := 0
+	for _, p := range f.procs["submitter"] {
+		for _, l := range p.Lines() {
+			if strings.Contains(l, "adopted the ended vendor batch") {
+				adopted++
+			}
+		}
+	}
+	t.Logf("%d creates refused 529, %d answers dropped after the batch was made: %d cancelled duplicates (listed in batch_ids), %d adopted",
+		refused, dropped, dups, adopted)
 	f.anthropicNoMore(completed, "anth-drop-sentinel")
 }
 
