@@ -56,17 +56,9 @@ func (s *Submitter) createAnthropic(ctx context.Context, job *jobstore.Job, key 
 	if size > largeCreate {
 		bound = max(bound, s.cfg.TransferTimeout)
 	}
-	markAt := s.d.Now().UTC()
-	deadline := markAt.Add(bound)
-	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
-		a.CreateStartedAt, a.CreateDeadline = markAt, deadline
-	}); err != nil {
-		return verdict{}, err
-	}
-	failpoint.Hit("submit/after-create-mark")
-	if !s.d.Now().Before(deadline) {
-		log.Warn().Time("deadline", deadline).Msg("create deadline passed before the call: not calling, will search")
-		return later(s.settleAt(job.Attempt(key)).Sub(s.d.Now())), nil
+	deadline, v, stop, err := s.markCreate(ctx, job, key, bound, nil, log)
+	if stop || err != nil {
+		return v, err
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -139,18 +131,7 @@ func (s *Submitter) resolveAnthropic(ctx context.Context, job *jobstore.Job, key
 	if deadline.IsZero() {
 		deadline = a.CreateStartedAt.Add(s.cfg.CallTimeout)
 	}
-	retry := func(err error) (verdict, bool, error) {
-		if errors.Is(err, context.Canceled) {
-			return verdict{}, false, err
-		}
-		wait := s.backoff(min(a.SubmitErrors, 4))
-		if ve, ok := batchapi.AsError(err); ok {
-			wait = max(wait, ve.RetryAfter)
-		}
-		s.d.Metrics.SubmitError("search")
-		log.Warn().Err(err).Dur("wait", wait).Msg("search for a create whose outcome is unknown failed: no new create until a search succeeds")
-		return later(wait), false, nil
-	}
+	retry := func(err error) (verdict, bool, error) { return s.searchFailed(err, a, log) }
 	cands, err := s.d.Anthropic.FindCreated(ctx, a.CreateStartedAt.Add(-reconcileSlack), a.Count)
 	if err != nil {
 		return retry(err)

@@ -231,22 +231,9 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 	// The create's deadline is fixed before the mark is written, and the
 	// call cannot run past it: a stall in this compare-and-set cannot
 	// stretch the window a peer must wait out.
-	markAt := s.d.Now().UTC()
-	deadline := markAt.Add(s.cfg.CallTimeout)
-	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
-		if pending != nil {
-			pending(a)
-		}
-		a.CreateStartedAt, a.CreateDeadline = markAt, deadline
-	}); err != nil {
-		return verdict{}, err
-	}
-	failpoint.Hit("submit/after-create-mark")
-	if !s.d.Now().Before(deadline) {
-		// Stalled past the deadline: make no call; the mark is resolved
-		// by a search once it has settled.
-		log.Warn().Time("deadline", deadline).Msg("create deadline passed before the call: not calling, will search")
-		return later(s.settleAt(job.Attempt(key)).Sub(s.d.Now())), nil
+	deadline, v, stop, err := s.markCreate(ctx, job, key, s.cfg.CallTimeout, pending, log)
+	if stop || err != nil {
+		return v, err
 	}
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -306,16 +293,7 @@ func (s *Submitter) resolveCreate(ctx context.Context, job *jobstore.Job, key st
 	a := job.Attempt(key)
 	found, err := s.d.Vendor.FindByKey(ctx, key, a.CreateStartedAt.Add(-reconcileSlack))
 	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return verdict{}, false, err
-		}
-		wait := s.backoff(min(a.SubmitErrors, 4))
-		if ve, ok := batchapi.AsError(err); ok {
-			wait = max(wait, ve.RetryAfter)
-		}
-		s.d.Metrics.SubmitError("search")
-		log.Warn().Err(err).Dur("wait", wait).Msg("search for a create whose outcome is unknown failed: no new create until a search succeeds")
-		return later(wait), false, nil
+		return s.searchFailed(err, a, log)
 	}
 	if found != nil {
 		log.Warn().Str("batch_id", found.ID).Msg("adopted the vendor batch of an earlier attempt whose outcome was unknown")
@@ -339,6 +317,46 @@ func (s *Submitter) resolveCreate(ctx context.Context, job *jobstore.Job, key st
 		return verdict{}, false, err
 	}
 	return verdict{}, true, nil
+}
+
+// markCreate fixes the create's deadline (bound from now) and writes the
+// create mark (with pending's change, if any) before the call. stop means
+// the call must not be made: the deadline passed while the mark was
+// written, and v waits for the search that settles it.
+func (s *Submitter) markCreate(ctx context.Context, job *jobstore.Job, key string, bound time.Duration, pending func(*jobstore.Attempt), log zerolog.Logger) (time.Time, verdict, bool, error) {
+	markAt := s.d.Now().UTC()
+	deadline := markAt.Add(bound)
+	if err := s.mutateAttempt(ctx, job, key, func(_ *jobstore.Job, a *jobstore.Attempt) {
+		if pending != nil {
+			pending(a)
+		}
+		a.CreateStartedAt, a.CreateDeadline = markAt, deadline
+	}); err != nil {
+		return deadline, verdict{}, true, err
+	}
+	failpoint.Hit("submit/after-create-mark")
+	if !s.d.Now().Before(deadline) {
+		// Stalled past the deadline: make no call; the mark is resolved
+		// by a search once it has settled.
+		log.Warn().Time("deadline", deadline).Msg("create deadline passed before the call: not calling, will search")
+		return deadline, later(s.settleAt(job.Attempt(key)).Sub(s.d.Now())), true, nil
+	}
+	return deadline, verdict{}, false, nil
+}
+
+// searchFailed answers a failed search for an unknown create: retried
+// later, never taken as "no batch".
+func (s *Submitter) searchFailed(err error, a *jobstore.Attempt, log zerolog.Logger) (verdict, bool, error) {
+	if errors.Is(err, context.Canceled) {
+		return verdict{}, false, err
+	}
+	wait := s.backoff(min(a.SubmitErrors, 4))
+	if ve, ok := batchapi.AsError(err); ok {
+		wait = max(wait, ve.RetryAfter)
+	}
+	s.d.Metrics.SubmitError("search")
+	log.Warn().Err(err).Dur("wait", wait).Msg("search for a create whose outcome is unknown failed: no new create until a search succeeds")
+	return later(wait), false, nil
 }
 
 // settleAt is when an attempt's unknown create can no longer land: its
