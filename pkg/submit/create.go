@@ -214,7 +214,6 @@ func (s *Submitter) createOnce(ctx context.Context, job *jobstore.Job, key strin
 		if err := s.upload(ctx, job, key, req, lk); err != nil {
 			return s.uploadError(ctx, job, key, err, log)
 		}
-		a = job.Attempt(key)
 	}
 	if v, stop, err := s.admit(ctx, job, key, log); stop || err != nil {
 		return v, err
