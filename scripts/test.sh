@@ -37,14 +37,19 @@ for mod in . deploy; do
     echo "test: go mod tidy would change $mod/go.mod or go.sum (diff above); run it there"; exit 1
   fi
 done
+echo "test: go mod tidy -diff: clean in . and deploy"
 
 # staticcheck, pinned, fetched through the Go module proxy (about a minute on
 # 2 cores with a cold analysis cache, seconds when warm).
 staticcheck="honnef.co/go/tools/cmd/staticcheck@v0.8.2"
 go run "$staticcheck" ./...
 (cd deploy && go run "$staticcheck" ./...)
+echo "test: staticcheck ($staticcheck): clean in . and deploy"
 
 go test -race -count=1 -timeout 20m ./...
 # The deployment tests (deploy/deploytest; offline, seconds) are a module of
 # their own, so `go test ./...` above does not reach them.
 (cd deploy && go test -race -count=1 -timeout 5m ./...)
+# What kubeconform -strict said of the manifests (in-repo schemas only).
+(cd deploy && go test -count=1 -run '^TestKubeconform$' -v ./deploytest) | grep -E 'kubeconform|^(--- |ok|FAIL)'
+
