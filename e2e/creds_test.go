@@ -213,8 +213,8 @@ func TestCredsOperatorMode(t *testing.T) {
 		kind, why, creds string
 		want             []string
 	}{
-		{"submitter", "unknown account", strayFile, []string{"NATS_URL", "refused", "authorization violation"}},
-		{"poller", "expired user", expiredFile, []string{"NATS_URL", "refused", "authorization violation"}},
+		{"submitter", "unknown account", strayFile, []string{"NATS_URL", "refused", "NATS_CREDS " + strayFile, "authorization violation"}},
+		{"poller", "expired user", expiredFile, []string{"NATS_URL", "refused", "NATS_CREDS " + expiredFile, "authorization violation"}},
 	}
 	refused := make([]*fleettest.Process, len(refusals))
 	for i, r := range refusals {

@@ -208,8 +208,13 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		if refused(why) {
 			inf.Close()
 			hint := ""
-			if cfg.NATSCertFile == "" && wantsClientCert(why) {
+			switch {
+			case cfg.NATSCertFile == "" && wantsClientCert(why):
 				hint = " (does the server want a client certificate? NATS_CERT_FILE, NATS_KEY_FILE)"
+			case cfg.NATSCreds != "":
+				hint = fmt.Sprintf(" (as the user of NATS_CREDS %s: unknown account, expired or revoked?)", cfg.NATSCreds)
+			case cfg.NATSNkeyFile != "":
+				hint = fmt.Sprintf(" (as the nkey user of NATS_NKEY_FILE %s)", cfg.NATSNkeyFile)
 			}
 			return nil, fmt.Errorf("connect NATS_URL %s: refused%s: %w", config.RedactURL(cfg.NATSURL), hint, why)
 		}
