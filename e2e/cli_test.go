@@ -175,10 +175,10 @@ func TestOperatorCommands(t *testing.T) {
 	require.Equal(t, exp.P95Seconds, r.P95Seconds)
 	require.InDelta(t, exp.CostUSD, r.SyncCostUSD-r.SavingsUSD, 1e-12)
 	require.Equal(t, map[string]int{"queued": 0, "submitted": 0, "active": 0}, r.Unfinished)
-	// Per model: the rejected job never had one.
+	// Per model (sorted): the Claude job has its own.
 	require.Len(t, r.Models, 2)
-	require.Equal(t, "", r.Models[0].Model)
-	require.Equal(t, map[string]int{"failed": 1}, r.Models[0].ByOutcome)
+	require.Equal(t, "claude-haiku-4-5", r.Models[0].Model)
+	require.Equal(t, map[string]int{"succeeded": 1}, r.Models[0].ByOutcome)
 	require.Equal(t, "gpt-4o-mini", r.Models[1].Model)
 	require.Equal(t, exp.Jobs-1, r.Models[1].Jobs)
 	require.Contains(t, f.batchfleet("report", "--since", "1h"), "TOTAL")

@@ -40,7 +40,10 @@ func TestNoDoubleBillingDropAfterCreate(t *testing.T) {
 // A submitter is SIGKILLed right after Batches.New returned, before it
 // recorded the batch: its peer finds the batch at the vendor and adopts it.
 func TestNoDoubleBillingKilledBetweenCreateAndRecord(t *testing.T) {
-	f := startFleet(t, fleetOpts{})
+	// The victim may die between another key's create mark and its call:
+	// that key waits the create's deadline and margin before its search
+	// (2m30s at the defaults), shortened here.
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"VENDOR_CALL_TIMEOUT=5s", "SUBMIT_CREATE_MARGIN=5s"}})
 	f.start("poller", 1)
 	f.start("notifier", 1)
 	victim := f.start("submitter", 1, failpoint.Env+"=submit/after-create=kill@3")[0]
