@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
 // Bucket is the KV bucket of the admission state.
@@ -69,7 +70,7 @@ type Controller struct {
 
 // Open creates or opens the bucket.
 func Open(ctx context.Context, js jetstream.KeyValueManager, lim Limits, replicas int) (*Controller, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "active vendor batches, for MAX_ACTIVE_BATCHES and token budgets",
 		History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 	})

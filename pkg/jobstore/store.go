@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
@@ -83,13 +84,13 @@ func Open(ctx context.Context, js jetstream.JetStream, s Settings) (*Store, erro
 	s = s.WithDefaults()
 	st := &Store{s: s, now: time.Now, js: js}
 	var err error
-	if st.jobs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if st.jobs, err = stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: BucketJobs, Description: "one record per job (original idempotency key)",
 		TTL: s.Retention, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", BucketJobs, err)
 	}
-	idx, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	idx, err := stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: BucketIndex, Description: "one small entry per job, keyed by its state (lists, the report, the rescuer)",
 		TTL: s.Retention, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	})
@@ -97,25 +98,25 @@ func Open(ctx context.Context, js jetstream.JetStream, s Settings) (*Store, erro
 		return nil, fmt.Errorf("open bucket %s: %w", BucketIndex, err)
 	}
 	st.index = &index{kv: idx}
-	if st.polls, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if st.polls, err = stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: BucketPolls, Description: "polling state per active vendor batch",
 		TTL: s.Retention, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", BucketPolls, err)
 	}
-	if st.inputs, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if st.inputs, err = stream.EnsureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket: BucketInputs, Description: "JSONL input of each vendor batch, kept for retries",
 		TTL: s.Retention, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", BucketInputs, err)
 	}
-	if st.results, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if st.results, err = stream.EnsureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket: BucketResults, Description: "merged per-request results of each job",
 		TTL: s.ResultsRetention, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {
 		return nil, fmt.Errorf("open object store %s: %w", BucketResults, err)
 	}
-	if st.intake, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if st.intake, err = stream.EnsureObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket: BucketIntake, Description: "producers' large batch inputs (input_object), deleted when their job ends",
 		TTL: s.Retention, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 	}); err != nil {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
 // Bucket is the presence bucket.
@@ -36,7 +38,7 @@ type Worker struct {
 }
 
 func open(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "live worker processes (heartbeats)", TTL: 3 * Interval, History: 1,
 		Storage: jetstream.MemoryStorage, Replicas: max(1, replicas),
 	})

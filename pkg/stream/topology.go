@@ -106,14 +106,15 @@ func (s Settings) Config(name string) (jetstream.StreamConfig, error) {
 	return base, nil
 }
 
-// Ensure creates or updates the named streams.
+// Ensure creates the named streams, or updates those whose configuration
+// differs (see ensureStream).
 func Ensure(ctx context.Context, js jetstream.StreamManager, s Settings, names ...string) error {
 	for _, name := range names {
 		cfg, err := s.Config(name)
 		if err != nil {
 			return err
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := ensureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", name, err)
 		}
 	}
