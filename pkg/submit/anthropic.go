@@ -18,6 +18,14 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/results"
 )
 
+// vendorClockSkew is how far ahead of the fleet's clock the vendor's may
+// run: a candidate created (vendor time) up to this long after the
+// create's deadline is still taken for this create's. The search runs
+// CreateMargin after the deadline, so any batch in that window is at
+// least CreateMargin - vendorClockSkew old: a create that was answered has
+// been recorded by then.
+const vendorClockSkew = 10 * time.Second
+
 // largeCreate is the request size above which an Anthropic create (which
 // carries its requests) is bounded by TransferTimeout, not CallTimeout.
 const largeCreate = 8 << 20
@@ -103,7 +111,8 @@ func (s *Submitter) storeInput(ctx context.Context, job *jobstore.Job, key strin
 
 // resolveAnthropic settles an Anthropic create whose outcome is unknown.
 // An Anthropic batch names no key: the candidates are the batches created
-// between the mark (less reconcileSlack) and the create's deadline with
+// between the mark (less reconcileSlack) and the create's deadline (plus
+// vendorClockSkew) with
 // the attempt's request count that no job of the fleet has recorded. It
 // waits out the create's settle time first, so every batch a lost create
 // made is listed and any batch created by a create that was answered has
@@ -140,7 +149,7 @@ func (s *Submitter) resolveAnthropic(ctx context.Context, job *jobstore.Job, key
 	running := 0
 	var dups []string
 	for _, c := range cands {
-		if c.CreatedAt.After(deadline) || contains(a.Duplicates, c.ID) {
+		if c.CreatedAt.After(deadline.Add(vendorClockSkew)) || contains(a.Duplicates, c.ID) {
 			continue
 		}
 		if _, err := s.d.Store.GetPoll(ctx, c.ID); err == nil {
