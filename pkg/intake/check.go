@@ -15,7 +15,6 @@ import (
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/results"
-	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // MaxBytes is the largest batch input file the vendor takes (OpenAI:
@@ -33,13 +32,8 @@ type Summary struct {
 	Bytes int64
 	// Model is body.model, the same on every line.
 	Model string
-	// BodyBytes sums the request bodies' sizes.
+	// BodyBytes sums the request bodies' sizes (for token estimates).
 	BodyBytes int64
-	// EstTokens sums the requests' estimated input tokens, each line's
-	// body by its own model (tokens.Estimate), for the per-model
-	// enqueued token budget. Tokenizing an OpenAI model's requests is
-	// most of Check's cost (BenchmarkCheck: ~18 MB/s, ~480 MB/s without).
-	EstTokens int64
 }
 
 // Check reads an OpenAI batch input file (JSONL) line by line and
@@ -169,10 +163,5 @@ func (s *Summary) add(n int, line []byte, endpoint string, rl rules, seen map[st
 	}
 	s.Lines++
 	s.BodyBytes += int64(len(body.Raw))
-	raw := []byte(body.Raw)
-	if i, j := body.Index, body.Index+len(body.Raw); i > 0 && j <= len(line) {
-		raw = line[i:j] // where body.Raw is in line: no copy
-	}
-	s.EstTokens += tokens.Estimate(model.Str, raw)
 	return nil
 }

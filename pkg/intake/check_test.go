@@ -128,33 +128,3 @@ func TestCheckForAnthropic(t *testing.T) {
 	_, err = intake.CheckFor(strings.NewReader(strings.ReplaceAll(bad, "claude-haiku-4-5", "gpt-4o-mini")), contract.ProviderOpenAI, msgs)
 	require.NoError(t, err)
 }
-
-// EstTokens estimates each line with its own model's tokenizer (or the
-// byte rule), no longer body bytes / 4.
-func TestCheckEstTokens(t *testing.T) {
-	const hello = `{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":%q}]}}`
-	text := strings.Repeat("hello world ", 100)
-	file := fmt.Sprintf(hello, "a", "gpt-4o-mini", "hello world") + "\n" + fmt.Sprintf(hello, "b", "gpt-4o-mini", text) + "\n"
-	sum, err := intake.Check(strings.NewReader(file), chat)
-	require.NoError(t, err)
-	// "hello world" is 2 tokens, the long text 200 ("hello", " world",
-	// then " hello", " world", ... and a trailing " "): 201; each line adds
-	// 3 + 1 (role) + 3 (reply).
-	require.Equal(t, int64((2+7)+(201+7)), sum.EstTokens)
-	require.Less(t, sum.EstTokens, (sum.BodyBytes+3)/4, "English text is more than 4 bytes a token")
-
-	// Anthropic lines: any models, each by the byte rule, ceil(bytes/3.5 × 1.1).
-	const claude = `{"custom_id":%q,"method":"POST","url":"/v1/messages","body":{"model":%q,"max_tokens":16,"messages":[{"role":"user","content":%q}]}}`
-	file = fmt.Sprintf(claude, "a", "claude-sonnet-4-5", text) + "\n" + fmt.Sprintf(claude, "b", "claude-haiku-4-5", "hi") + "\n"
-	sum, err = intake.CheckFor(strings.NewReader(file), contract.ProviderAnthropic, "/v1/messages")
-	require.NoError(t, err)
-	var want, bodies int64
-	for _, l := range strings.Split(strings.TrimSpace(file), "\n") {
-		body := l[strings.Index(l, `"body":`)+len(`"body":`) : len(l)-1]
-		bodies += int64(len(body))
-		want += (int64(len(body))*11 + 34) / 35
-	}
-	require.Equal(t, bodies, sum.BodyBytes)
-	require.Equal(t, want, sum.EstTokens)
-	require.Greater(t, sum.EstTokens, (sum.BodyBytes+3)/4, "the byte rule is 3.5 bytes a token with a 10% margin")
-}

@@ -15,7 +15,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
-	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // Synthetic per-request error codes for requests a batch ended without
@@ -349,14 +348,13 @@ func (n *Notifier) scanInput(ctx context.Context, a *jobstore.Attempt, fn func(i
 
 // writeRetryInput stores, as batch_inputs/<key>, the lines of the job's
 // original input whose custom_id is in ids (streamed), and returns an
-// estimate of their input tokens (tokens.Estimate of each line's body, as
-// admission counts; a line without a body object by the byte rule).
+// estimate of their input tokens (body bytes / 4, as admission counts).
 func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key string, ids []string) (int64, error) {
 	want := make(map[string]struct{}, len(ids))
 	for _, id := range ids {
 		want[id] = struct{}{}
 	}
-	var est int64
+	var size int64
 	_, err := n.putStream(ctx, jobstore.BucketInputs, key, func(w io.Writer) error {
 		bw := bufio.NewWriterSize(w, 64<<10)
 		err := n.scanInput(ctx, &job.Attempts[0], func(id string, line []byte) error {
@@ -364,11 +362,7 @@ func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key s
 				return nil
 			}
 			line = bytes.TrimRight(line, " \t\r\n")
-			if body := gjson.GetBytes(line, "body"); body.IsObject() {
-				est += tokens.Estimate(body.Get("model").Str, []byte(body.Raw))
-			} else {
-				est += tokens.Bytes(int64(len(line)))
-			}
+			size += int64(len(line))
 			if _, err := bw.Write(line); err != nil {
 				return err
 			}
@@ -379,5 +373,5 @@ func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key s
 		}
 		return bw.Flush()
 	})
-	return est, err
+	return (size + 3) / 4, err
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
-	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // reconcileSlack widens the vendor search window for clock skew between
@@ -556,12 +555,12 @@ func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key stri
 	return later(wait), nil
 }
 
-// estimate returns the model of a JSONL batch input (the first line's)
-// and an estimate of its input tokens (tokens.Estimate of each line's
-// body with that line's model), for the per-model enqueued token budget.
+// estimate returns the model of a JSONL batch input and an estimate of its
+// input tokens (about 4 bytes of request body per token), for the
+// per-model enqueued token budget.
 func estimate(data []byte) (string, int64) {
 	model := ""
-	var est int64
+	var bodyBytes int64
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -575,16 +574,16 @@ func estimate(data []byte) (string, int64) {
 		if json.Unmarshal(line, &l) != nil {
 			continue
 		}
-		var b struct {
-			Model string `json:"model"`
-		}
-		_ = json.Unmarshal(l.Body, &b)
+		bodyBytes += int64(len(l.Body))
 		if model == "" {
+			var b struct {
+				Model string `json:"model"`
+			}
+			_ = json.Unmarshal(l.Body, &b)
 			model = b.Model
 		}
-		est += tokens.Estimate(b.Model, l.Body)
 	}
-	return model, est
+	return model, (bodyBytes + 3) / 4
 }
 
 // publishQueued reports, once per attempt, that it waits for admission:
