@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -290,4 +291,41 @@ func (f *fleet) noMore(completed <-chan contract.Completed, sentinel string) {
 			f.t.Fatalf("sentinel %s never completed", sentinel)
 		}
 	}
+}
+
+// refusedAtStart waits for a worker that must refuse its configuration:
+// it exits with status 1 at start, without a panic; its output is returned.
+func refusedAtStart(t *testing.T, p *fleettest.Process, what string) string {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s did not exit at start", what)
+	}
+	var exit *exec.ExitError
+	require.ErrorAs(t, p.Stop(time.Second), &exit, "%s must exit non-zero", what)
+	require.Equal(t, 1, exit.ExitCode())
+	text := strings.Join(p.Lines(), "\n")
+	require.NotContains(t, text, "goroutine ")
+	require.NotContains(t, text, "panic")
+	return text
+}
+
+// processLogs is the output of every process of the fleet (the emulator,
+// each worker as "<kind>-<n>", refused ones as "<kind>-refused-<n>") plus
+// extra named texts, for tests that grep all of it.
+func (f *fleet) processLogs(refused []*fleettest.Process, refusedKind func(i int) string, extra map[string]string) map[string]string {
+	logs := map[string]string{"emulator": strings.Join(f.Emu.Lines(), "\n")}
+	for name, text := range extra {
+		logs[name] = text
+	}
+	for kind, ps := range f.procs {
+		for i, p := range ps {
+			logs[kind+"-"+string(rune('0'+i))] = strings.Join(p.Lines(), "\n")
+		}
+	}
+	for i, p := range refused {
+		logs[refusedKind(i)+"-refused-"+string(rune('0'+i))] = strings.Join(p.Lines(), "\n")
+	}
+	return logs
 }

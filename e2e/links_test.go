@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,20 +114,10 @@ func TestLinks(t *testing.T) {
 	cliOut, cliErr, cliRunErr := runCLI(t, append(append([]string{}, f.env...), "NATS_CERT_FILE=", "NATS_KEY_FILE="), "jobs", "ls")
 	for i, r := range refusals {
 		p := refused[i]
-		select {
-		case <-p.Done():
-		case <-time.After(15 * time.Second):
-			t.Fatalf("%s %v did not exit at start", r.kind, r.env)
-		}
-		var exit *exec.ExitError
-		require.ErrorAs(t, p.Stop(time.Second), &exit, "%s %v must exit non-zero", r.kind, r.env)
-		require.Equal(t, 1, exit.ExitCode())
-		text := strings.Join(p.Lines(), "\n")
+		text := refusedAtStart(t, p, fmt.Sprintf("%s %v", r.kind, r.env))
 		for _, w := range r.want {
 			require.Contains(t, text, w, "%s %v", r.kind, r.env)
 		}
-		require.NotContains(t, text, "goroutine ")
-		require.NotContains(t, text, "panic")
 		t.Logf("%s refused: %s", r.kind, p.Lines()[len(p.Lines())-1])
 	}
 	require.Error(t, cliRunErr)
@@ -147,16 +138,8 @@ func TestLinks(t *testing.T) {
 			require.NoError(t, p.Stop(10*time.Second), kind)
 		}
 	}
-	logs := map[string]string{"emulator": strings.Join(f.Emu.Lines(), "\n"),
-		"batchfleet job": out + errOut, "batchfleet jobs ls": cliOut + cliErr}
-	for kind, ps := range f.procs {
-		for i, p := range ps {
-			logs[kind+"-"+string(rune('0'+i))] = strings.Join(p.Lines(), "\n")
-		}
-	}
-	for i, p := range refused {
-		logs[refusals[i].kind+"-refused-"+string(rune('0'+i))] = strings.Join(p.Lines(), "\n")
-	}
+	logs := f.processLogs(refused, func(i int) string { return refusals[i].kind },
+		map[string]string{"batchfleet job": out + errOut, "batchfleet jobs ls": cliOut + cliErr})
 	lines := 0
 	for name, text := range logs {
 		secrets := sec.all()

@@ -116,11 +116,15 @@ func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, provider strin
 	if err != nil {
 		return 0, err
 	}
-	rename := func(l *results.Line) bool { return true }
+	// An Anthropic batch's results name input lines: the input's ids are
+	// read first, and serve the missing-lines pass below too.
+	var ids []string
+	rename := func(*results.Line) bool { return true }
 	if provider == contract.ProviderAnthropic {
-		if rename, err = n.anthropicIDs(ctx, a); err != nil {
+		if ids, err = n.inputIDs(ctx, a); err != nil {
 			return 0, err
 		}
+		rename = anthropicRename(a.Key, ids)
 	}
 	rc, err := v.Results(ctx, b)
 	if err != nil {
@@ -144,7 +148,7 @@ func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, provider strin
 	// input says which ones are missing (read only in that case).
 	if total := max(a.Count, b.Counts.Total); total == 0 || count < total {
 		count = 0
-		err := n.scanInput(ctx, a, func(id string, _ []byte) error {
+		each := func(id string) error {
 			count++
 			if _, ok := seen[id]; ok {
 				return nil
@@ -152,8 +156,14 @@ func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, provider strin
 			l := results.Line{CustomID: id, Error: missing}
 			merged.Add(a.N, l)
 			return out.Write(a.N, l)
-		})
-		if err != nil {
+		}
+		if ids != nil {
+			for _, id := range ids {
+				if err := each(id); err != nil {
+					return 0, err
+				}
+			}
+		} else if err := n.scanInput(ctx, a, func(id string, _ []byte) error { return each(id) }); err != nil {
 			return 0, err
 		}
 	}
@@ -162,7 +172,7 @@ func (n *Notifier) writeAttempt(ctx context.Context, w io.Writer, provider strin
 }
 
 // vendorOf returns the client of a provider's batches ("" is OpenAI).
-func (n *Notifier) vendorOf(provider string) (anthropicVendor, error) {
+func (n *Notifier) vendorOf(provider string) (batches, error) {
 	if provider == contract.ProviderAnthropic {
 		if n.d.Anthropic == nil {
 			return nil, fmt.Errorf("notify: %w: %q", batchapi.ErrProviderUnavailable, provider)
@@ -172,19 +182,22 @@ func (n *Notifier) vendorOf(provider string) (anthropicVendor, error) {
 	return n.d.Vendor, nil
 }
 
-// anthropicIDs returns the mapping of an Anthropic attempt's vendor
-// custom_ids ("<tag>-<n>", see batchapi.JobTag) back to the producer's:
-// n is the line of the attempt's input. It reports false for an id that
-// is not of this attempt.
-func (n *Notifier) anthropicIDs(ctx context.Context, a *jobstore.Attempt) (func(*results.Line) bool, error) {
+// inputIDs reads the custom_ids of an attempt's input, by line.
+func (n *Notifier) inputIDs(ctx context.Context, a *jobstore.Attempt) ([]string, error) {
 	ids := make([]string, 0, a.Count)
-	if err := n.scanInput(ctx, a, func(id string, _ []byte) error {
+	err := n.scanInput(ctx, a, func(id string, _ []byte) error {
 		ids = append(ids, id)
 		return nil
-	}); err != nil {
-		return nil, err
-	}
-	tag := batchapi.JobTag(a.Key)
+	})
+	return ids, err
+}
+
+// anthropicRename maps an Anthropic attempt's vendor custom_ids
+// ("<tag>-<n>", see batchapi.JobTag) back to the producer's: n is the line
+// of the attempt's input, ids its custom_ids. It reports false for an id
+// that is not of this attempt.
+func anthropicRename(key string, ids []string) func(*results.Line) bool {
+	tag := batchapi.JobTag(key)
 	return func(l *results.Line) bool {
 		t, i, ok := batchapi.ParseAnthropicCustomID(l.CustomID)
 		if !ok || t != tag || i >= len(ids) {
@@ -192,7 +205,7 @@ func (n *Notifier) anthropicIDs(ctx context.Context, a *jobstore.Attempt) (func(
 		}
 		l.CustomID = ids[i]
 		return true
-	}, nil
+	}
 }
 
 // missingError is the synthetic error of requests the batch ended without

@@ -23,19 +23,17 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
 )
 
-// vendor is the part of the vendor API a notifier uses.
-type vendor interface {
+// batches is the part of a provider's API a notifier uses.
+type batches interface {
 	Get(ctx context.Context, id string) (batchapi.Batch, error)
 	Results(ctx context.Context, b batchapi.Batch) (io.ReadCloser, error)
-	Download(ctx context.Context, fileID string) (io.ReadCloser, error)
 	Cleanup(ctx context.Context, b batchapi.Batch, inputFileID string) error
 }
 
-// anthropicVendor is the part of the Anthropic API a notifier uses.
-type anthropicVendor interface {
-	Get(ctx context.Context, id string) (batchapi.Batch, error)
-	Results(ctx context.Context, b batchapi.Batch) (io.ReadCloser, error)
-	Cleanup(ctx context.Context, b batchapi.Batch, inputFileID string) error
+// vendor is OpenAI's, which also serves the producers' input files.
+type vendor interface {
+	batches
+	Download(ctx context.Context, fileID string) (io.ReadCloser, error)
 }
 
 // releaser frees an admission slot once a batch is final.
@@ -49,7 +47,7 @@ type Deps struct {
 	Store  *jobstore.Store
 	Vendor vendor
 	// Anthropic, if set, collects the batches of provider "anthropic".
-	Anthropic anthropicVendor
+	Anthropic batches
 	Admitter  releaser
 	Metrics   *telemetry.Metrics
 	Logger    zerolog.Logger

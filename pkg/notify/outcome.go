@@ -64,23 +64,34 @@ func (n *Notifier) hygiene(ctx context.Context, job *jobstore.Job) {
 		n.log.Warn().Err(err).Str("idempotency_key", job.Key).Msg("publish audit record")
 	}
 	for _, a := range job.Attempts {
-		switch {
-		case !n.cfg.DeleteInputFiles:
-		case job.Provider == contract.ProviderAnthropic && a.BatchID != "" && n.d.Anthropic != nil:
-			// The batch holds the requests (there is no input file).
-			if err := n.d.Anthropic.Cleanup(ctx, batchapi.Batch{ID: a.BatchID}, ""); err != nil {
-				n.log.Warn().Err(err).Str("batch_id", a.BatchID).Msg("delete ended vendor batch")
-			}
-		case a.UploadedFile && a.InputFileID != "":
-			if err := n.d.Vendor.Cleanup(ctx, batchapi.Batch{ID: a.BatchID}, a.InputFileID); err != nil {
-				n.log.Warn().Err(err).Str("file_id", a.InputFileID).Msg("delete vendor input file")
-			}
+		if n.cfg.DeleteInputFiles {
+			n.cleanup(ctx, job.Provider, &a)
 		}
 		if a.InputObject != "" {
 			if err := n.d.Store.DeleteObject(ctx, a.Bucket(), a.InputObject); err != nil {
 				n.log.Warn().Err(err).Str("object", a.InputObject).Msg("delete stored input")
 			}
 		}
+	}
+}
+
+// cleanup deletes what the vendor keeps of an ended attempt: the input
+// file the fleet uploaded (OpenAI), or the batch itself, which holds the
+// requests (Anthropic).
+func (n *Notifier) cleanup(ctx context.Context, provider string, a *jobstore.Attempt) {
+	file := ""
+	if a.UploadedFile {
+		file = a.InputFileID
+	}
+	if file == "" && (provider != contract.ProviderAnthropic || a.BatchID == "") {
+		return
+	}
+	v, err := n.vendorOf(provider)
+	if err != nil {
+		return
+	}
+	if err := v.Cleanup(ctx, batchapi.Batch{ID: a.BatchID}, file); err != nil {
+		n.log.Warn().Err(err).Str("batch_id", a.BatchID).Str("file_id", file).Msg("delete vendor input file or ended batch")
 	}
 }
 

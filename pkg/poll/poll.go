@@ -134,7 +134,7 @@ func New(d Deps, cfg Config) (*Poller, error) {
 		d.Now = time.Now
 	}
 	return &Poller{
-		d: d, cfg: cfg.WithDefaults(),
+		d: d, cfg: cfg.WithDefaults(), sweeps: map[string]*sweepRead{},
 		log: d.Logger,
 		rnd: newRand(),
 	}, nil
@@ -258,9 +258,6 @@ func (p *Poller) sweep(ctx context.Context, provider string) *jobstore.Sweep {
 	provider = cmp.Or(provider, contract.ProviderOpenAI)
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
-	if p.sweeps == nil {
-		p.sweeps = map[string]*sweepRead{}
-	}
 	r := p.sweeps[provider]
 	if r == nil {
 		r = &sweepRead{}
@@ -282,28 +279,34 @@ type sweepRead struct {
 	at  time.Time
 }
 
-// vendorOf returns the client and the request budget of a provider's
-// batches ("" is OpenAI).
-func (p *Poller) vendorOf(provider string) (vendor, limiter, error) {
+// vendorOf returns the client of a provider's batches ("" is OpenAI).
+func (p *Poller) vendorOf(provider string) (vendor, error) {
 	if provider == contract.ProviderAnthropic {
 		if p.d.Anthropic == nil {
-			return nil, nil, fmt.Errorf("poll: %w: %q", batchapi.ErrProviderUnavailable, provider)
+			return nil, fmt.Errorf("poll: %w: %q", batchapi.ErrProviderUnavailable, provider)
 		}
-		return p.d.Anthropic, nil, nil
+		return p.d.Anthropic, nil
 	}
-	return p.d.Vendor, p.d.Limiter, nil
+	return p.d.Vendor, nil
+}
+
+// wait takes one call from a provider's request budget: POLL_RATE for
+// OpenAI; the Anthropic client paces its own calls (ANTHROPIC_RPM).
+func (p *Poller) wait(ctx context.Context, provider string) error {
+	if provider == contract.ProviderAnthropic || p.d.Limiter == nil {
+		return nil
+	}
+	return p.d.Limiter.Wait(ctx)
 }
 
 // get reads a batch at its provider, within the provider's budget.
 func (p *Poller) get(ctx context.Context, provider, id string) (batchapi.Batch, error) {
-	v, lim, err := p.vendorOf(provider)
+	v, err := p.vendorOf(provider)
 	if err != nil {
 		return batchapi.Batch{}, err
 	}
-	if lim != nil {
-		if err := lim.Wait(ctx); err != nil {
-			return batchapi.Batch{}, err
-		}
+	if err := p.wait(ctx, provider); err != nil {
+		return batchapi.Batch{}, err
 	}
 	return v.Get(ctx, id)
 }
@@ -311,14 +314,12 @@ func (p *Poller) get(ctx context.Context, provider, id string) (batchapi.Batch, 
 // cancelBatch asks a batch's provider to cancel it, within the provider's
 // budget.
 func (p *Poller) cancelBatch(ctx context.Context, provider, id string) error {
-	v, lim, err := p.vendorOf(provider)
+	v, err := p.vendorOf(provider)
 	if err != nil {
 		return err
 	}
-	if lim != nil {
-		if err := lim.Wait(ctx); err != nil {
-			return err
-		}
+	if err := p.wait(ctx, provider); err != nil {
+		return err
 	}
 	_, err = v.Cancel(ctx, id)
 	return err
@@ -404,12 +405,12 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 			watched = st.Swept
 		}
 	}
-	if _, lim, err := p.vendorOf(t.Provider); err != nil {
+	v, err := p.vendorOf(t.Provider)
+	if err != nil {
 		return p.cfg.MaxInterval, err
-	} else if lim != nil {
-		if err := lim.Wait(ctx); err != nil {
-			return 0, err
-		}
+	}
+	if err := p.wait(ctx, t.Provider); err != nil {
+		return 0, err
 	}
 	unlock, busy, err := p.lockBatch(ctx, t.BatchID)
 	if err != nil {
@@ -430,10 +431,6 @@ func (p *Poller) pollOnce(ctx context.Context, m jetstream.Msg, t stream.PollTas
 		}
 	}
 	p.d.Metrics.PollGet("claim")
-	v, _, err := p.vendorOf(t.Provider)
-	if err != nil {
-		return p.cfg.MaxInterval, err
-	}
 	b, err := v.Get(ctx, t.BatchID)
 	if err != nil {
 		if ve, ok := batchapi.AsError(err); ok {

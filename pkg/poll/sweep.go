@@ -317,12 +317,8 @@ func (s *sweeper) page(ctx context.Context, after string) ([]batchapi.Batch, boo
 	p := s.p
 	var wait time.Duration
 	for try := 1; ; try++ {
-		if _, lim, err := p.vendorOf(s.provider); err != nil {
+		if err := p.wait(ctx, s.provider); err != nil {
 			return nil, false, 0, err
-		} else if lim != nil {
-			if err := lim.Wait(ctx); err != nil {
-				return nil, false, 0, err
-			}
 		}
 		p.d.Metrics.PollGet("sweep")
 		page, more, err := s.lister.ListBrief(ctx, after, 100)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -42,6 +43,12 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.Replicas == want.Replicas && (want.Duplicates == 0 || have.Duplicates == want.Duplicates)
 }
 
+// sameBucket compares a bucket's backing stream with the settings both
+// kinds of bucket declare.
+func sameBucket(have jetstream.StreamConfig, description string, ttl time.Duration, storage jetstream.StorageType, replicas int) bool {
+	return have.Description == description && have.MaxAge == ttl && have.Storage == storage && have.Replicas == max(replicas, 1)
+}
+
 // kvManager opens and declares key-value buckets.
 type kvManager interface {
 	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
@@ -60,8 +67,7 @@ func EnsureKeyValue(ctx context.Context, js kvManager, cfg jetstream.KeyValueCon
 		}
 		if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 			have := s.StreamInfo().Config
-			if have.Description == cfg.Description && have.MaxAge == cfg.TTL && have.MaxMsgsPerSubject == int64(max(cfg.History, 1)) &&
-				have.Storage == cfg.Storage && have.Replicas == max(cfg.Replicas, 1) {
+			if sameBucket(have, cfg.Description, cfg.TTL, cfg.Storage, cfg.Replicas) && have.MaxMsgsPerSubject == int64(max(cfg.History, 1)) {
 				return kv, nil
 			}
 		}
@@ -87,9 +93,7 @@ func EnsureObjectStore(ctx context.Context, js objManager, cfg jetstream.ObjectS
 			return nil, fmt.Errorf("status of object store %s: %w", cfg.Bucket, serr)
 		}
 		if s, ok := st.(*jetstream.ObjectBucketStatus); ok {
-			have := s.StreamInfo().Config
-			if have.Description == cfg.Description && have.MaxAge == cfg.TTL && have.Storage == cfg.Storage &&
-				have.Replicas == max(cfg.Replicas, 1) {
+			if sameBucket(s.StreamInfo().Config, cfg.Description, cfg.TTL, cfg.Storage, cfg.Replicas) {
 				return os, nil
 			}
 		}
