@@ -24,7 +24,16 @@ const (
 	DLQ = "BATCH_DLQ"
 	// Work carries the fleet's internal hand-offs between worker types.
 	Work = "BATCHFLEET_WORK"
+	// Items captures batch.items (single requests); work-queue retention:
+	// a message is removed once a packer has staged it.
+	Items = "BATCH_ITEMS"
+	// Packs stages valid items per pack group (batchfleet.pack.<group>)
+	// until their pack is sealed and its input stored.
+	Packs = "BATCHFLEET_PACKS"
 )
+
+// SubjectPackPrefix prefixes the staging subject of each pack group.
+const SubjectPackPrefix = "batchfleet.pack."
 
 // Internal subjects of the Work stream (not part of the public contract).
 const (
@@ -43,6 +52,8 @@ const (
 	ConsumerPollers         = "pollers"
 	ConsumerNotifiers       = "notifiers"
 	ConsumerCancels         = "cancellers"
+	ConsumerPackers         = "packers"
+	ConsumerItemFanout      = "item-fanout"
 )
 
 // Settings tune the streams; zero values take the defaults.
@@ -88,7 +99,8 @@ func (s Settings) Config(name string) (jetstream.StreamConfig, error) {
 	case Events:
 		base.Description = "public events: completed, retry, state changes, progress, warnings, audit"
 		base.Subjects = []string{contract.SubjectCompleted, contract.SubjectRetry,
-			contract.SubjectStatePrefix + ">", contract.SubjectProgress, contract.SubjectAudit, contract.SubjectWarning}
+			contract.SubjectStatePrefix + ">", contract.SubjectProgress, contract.SubjectAudit, contract.SubjectWarning,
+			contract.SubjectItemCompleted}
 		base.Retention = jetstream.LimitsPolicy
 		base.MaxAge = s.EventsMaxAge
 	case DLQ:
@@ -96,6 +108,15 @@ func (s Settings) Config(name string) (jetstream.StreamConfig, error) {
 		base.Subjects = []string{"batch.dlq.>"}
 		base.Retention = jetstream.LimitsPolicy
 		base.MaxAge = s.DLQMaxAge
+	case Items:
+		base.Description = "single requests from producers, removed when a packer has staged them"
+		base.Subjects = []string{contract.SubjectItems}
+		base.Retention = jetstream.WorkQueuePolicy
+	case Packs:
+		base.Description = "valid items staged per pack group until their pack's input is stored"
+		base.Subjects = []string{SubjectPackPrefix + ">"}
+		base.Retention = jetstream.LimitsPolicy
+		base.MaxAge = s.EventsMaxAge
 	case Work:
 		base.Description = "internal hand-offs: retry submissions, poll leases, final batches"
 		base.Subjects = []string{SubjectSubmit, SubjectPoll, SubjectFinal}
