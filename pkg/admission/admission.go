@@ -125,6 +125,15 @@ func (c *Controller) Admit(ctx context.Context, key, model string, tokens int64)
 	return admitted, c.lim.Retry, nil
 }
 
+// ReservedTokens is the estimated tokens of model's admitted batches.
+func (c *Controller) ReservedTokens(ctx context.Context, model string) (int64, error) {
+	s, _, err := c.Snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.Tokens(model), nil
+}
+
 // Release frees key's slot (missing is fine).
 func (c *Controller) Release(ctx context.Context, key string) error {
 	return c.update(ctx, func(s *State) bool {

@@ -67,6 +67,20 @@ type Config struct {
 	Submit Submit
 	Poll   Poll
 	Notify Notify
+	Pack   Pack
+}
+
+// Pack configures the packing of single requests (contract v1.1, "Single
+// requests"); packers run in the submitters.
+type Pack struct {
+	// MaxRequests is PACK_MAX_REQUESTS: the most items in one pack. Defaults to 50000 (the vendor's bound).
+	MaxRequests int
+	// MaxBytes is PACK_MAX_BYTES: the most bytes of a pack's input file. Defaults to the vendor's 200 MiB less 1 MiB.
+	MaxBytes int64
+	// MaxAge is PACK_MAX_AGE: a pack closes at the latest this long after its first item. Defaults to 10m; at least 1s.
+	MaxAge time.Duration
+	// Concurrency is PACK_CONCURRENCY: items checked and staged at once per submitter. Defaults to 256.
+	Concurrency int
 }
 
 // Submit configures submitters.
@@ -201,6 +215,12 @@ func Load(env Lookup) (Config, error) {
 			PriceTable:          p.str("PRICE_TABLE", ""),
 			DeleteInputFiles:    p.bool("DELETE_INPUT_FILES", true),
 		},
+		Pack: Pack{
+			MaxRequests: p.int("PACK_MAX_REQUESTS", 50000),
+			MaxBytes:    int64(p.int("PACK_MAX_BYTES", 199<<20)),
+			MaxAge:      p.dur("PACK_MAX_AGE", 10*time.Minute),
+			Concurrency: p.int("PACK_CONCURRENCY", 256),
+		},
 	}
 	if err := errors.Join(p.errs...); err != nil {
 		return c, err
@@ -252,6 +272,10 @@ func (c Config) Validate() error {
 		check(validURL(u, "http", "https"), "WEBHOOK_URLS entry %q is not an http(s) URL", u)
 	}
 	check(c.Notify.WebhookMaxAttempts >= 1, "WEBHOOK_MAX_ATTEMPTS must be at least 1")
+	check(c.Pack.MaxRequests >= 1, "PACK_MAX_REQUESTS must be at least 1")
+	check(c.Pack.MaxBytes >= 1024, "PACK_MAX_BYTES must be at least 1024")
+	check(c.Pack.MaxAge >= time.Second, "PACK_MAX_AGE must be at least 1s")
+	check(c.Pack.Concurrency >= 1, "PACK_CONCURRENCY must be at least 1")
 	return errors.Join(errs...)
 }
 

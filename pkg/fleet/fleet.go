@@ -15,6 +15,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/lifecycle"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/notify"
+	"github.com/batchfleet/batchfleet/pkg/pack"
 	"github.com/batchfleet/batchfleet/pkg/poll"
 	"github.com/batchfleet/batchfleet/pkg/ratelimit"
 	"github.com/batchfleet/batchfleet/pkg/rescue"
@@ -22,6 +23,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/submit"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
+	"github.com/batchfleet/batchfleet/pkg/tokens"
 	"github.com/batchfleet/batchfleet/pkg/vendorhook"
 )
 
@@ -89,11 +91,29 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	if inf.Anthropic != nil {
 		d.Anthropic = inf.Anthropic
 	}
-	return submit.New(d, submit.Config{
+	s, err := submit.New(d, submit.Config{
 		TransferTimeout: c.VendorTransferTimeout,
 		Concurrency:     c.Submit.Concurrency, LockTTL: c.Submit.LockTTL, CallTimeout: c.VendorCallTimeout,
 		MaxTries: c.Submit.MaxTries, CreateMargin: c.Submit.CreateMargin, StopTimeout: c.StopTimeout, Streams: Streams(c),
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Every submitter packs single requests too.
+	pd := pack.Deps{JS: inf.JS, Store: st, Leader: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
+		Estimate: tokens.Estimate, Logger: inf.Logger}
+	if adm.Enabled() {
+		pd.Reserved = adm
+	}
+	pk, err := pack.New(ctx, pd, pack.Config{
+		MaxRequests: c.Pack.MaxRequests, MaxBytes: c.Pack.MaxBytes, MaxAge: c.Pack.MaxAge, Concurrency: c.Pack.Concurrency,
+		TokenLimits: c.EnqueuedTokenLimits, Retention: c.JobRetention, StopTimeout: c.StopTimeout,
+		Streams: Streams(c), Replicas: c.StreamReplicas,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lifecycle.Group(s, pk), nil
 }
 
 // Poller builds a poller.
@@ -196,5 +216,11 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 	if err != nil {
 		return nil, err
 	}
-	return lifecycle.Group(n, r), nil
+	fo, err := pack.NewFanout(ctx, inf.JS, st, inf.Logger, pack.FanoutConfig{
+		StopTimeout: c.StopTimeout, Streams: Streams(c), Replicas: c.StreamReplicas, Retention: c.JobRetention,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lifecycle.Group(n, r, fo), nil
 }

@@ -406,6 +406,12 @@ func readRecords(r io.Reader, fn func(attempt int, l Line) error) error {
 	})
 }
 
+// ScanMerged calls fn with each checked line of a merged results file, in
+// file order, with the attempt it came from; it stops at fn's first error.
+func ScanMerged(r io.Reader, fn func(attempt int, l Line) error) error {
+	return readRecords(r, fn)
+}
+
 // ReadMerged reads a merged results file (written by a Writer or Merge).
 // The billed usage of the returned Merged is its kept usage (the other
 // attempts' lines are not in the file). Lines are checked: a custom_id

@@ -1,0 +1,495 @@
+package pack
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/jobstore"
+	"github.com/batchfleet/batchfleet/pkg/lock"
+	"github.com/batchfleet/batchfleet/pkg/stream"
+)
+
+// fetchBatch is how many stage messages a leader reads (and claims) at once.
+const fetchBatch = 512
+
+// errFenced: another leader changed the group's state.
+var errFenced = errors.New("pack: the group's state changed under this leader")
+
+// SidecarName is the intake object listing a pack's items (one JSON line
+// {"custom_id","metadata"} each, in input order) until their results are
+// fanned out.
+func SidecarName(key string) string { return key + ".items" }
+
+func leadLoop(ctx context.Context, p *Packer, g Group, log zerolog.Logger) {
+	defer p.wg.Done()
+	lock.Lead(ctx, p.d.Leader, "pack:"+g.ID(), p.cfg.LockTTL, p.cfg.LockTTL/3, log, func(ctx context.Context, lk *lock.Lock) {
+		lk.KeepAlive(ctx)
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = lk.Release(rctx)
+		}()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-lk.Lost():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		log.Info().Msg("leading pack group")
+		for ctx.Err() == nil {
+			l := &leader{p: p, g: g, lim: p.cfg.limitsFor(g), log: log}
+			err := l.run(ctx)
+			l.discard()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, errFenced):
+				log.Warn().Err(err).Msg("pack group: another leader took over")
+				return
+			}
+			log.Warn().Err(err).Msg("pack group: leading again in 1s")
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	})
+}
+
+// leader packs one group while it holds the group's lock.
+type leader struct {
+	p   *Packer
+	g   Group
+	lim limits
+	log zerolog.Logger
+
+	st   state
+	rev  uint64
+	open *openPack
+}
+
+// openPack is the pack being filled: its lines and sidecar are in
+// temporary files; only counters are in memory.
+type openPack struct {
+	key       string
+	first     uint64
+	deadline  time.Time
+	budget    int64 // tokens; 0 = none
+	count     int
+	bytes     int64
+	tokens    int64
+	lines     *os.File
+	side      *os.File
+	lw, sw    *bufio.Writer
+	lastTaken uint64
+}
+
+func (o *openPack) close() {
+	for _, f := range []*os.File{o.lines, o.side} {
+		if f != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}
+}
+
+func (l *leader) discard() {
+	if l.open != nil {
+		l.open.close()
+		l.open = nil
+	}
+}
+
+func (l *leader) stateKey() string { return "state." + l.g.ID() }
+
+func (l *leader) load(ctx context.Context) error {
+	e, err := l.p.packs.Get(ctx, l.stateKey())
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		l.st, l.rev = state{Next: 1}, 0
+		return nil
+	case err != nil:
+		return fmt.Errorf("read pack state: %w", err)
+	}
+	st, err := decodeState(e.Value())
+	if err != nil {
+		return err
+	}
+	l.st, l.rev = st, e.Revision()
+	return nil
+}
+
+// save writes the state under the revision read (fencing).
+func (l *leader) save(ctx context.Context) error {
+	data, _ := json.Marshal(l.st)
+	var rev uint64
+	var err error
+	if l.rev == 0 {
+		rev, err = l.p.packs.Create(ctx, l.stateKey(), data)
+	} else {
+		rev, err = l.p.packs.Update(ctx, l.stateKey(), data, l.rev)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			return fmt.Errorf("%w: %w", errFenced, err)
+		}
+		return fmt.Errorf("write pack state: %w", err)
+	}
+	l.rev = rev
+	return nil
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// run finishes a sealed pack left by a previous leader, then packs.
+func (l *leader) run(ctx context.Context) error {
+	if err := l.load(ctx); err != nil {
+		return err
+	}
+	if l.st.Sealed != nil {
+		l.log.Info().Str("pack", l.st.Sealed.Key).Msg("finishing a pack sealed by a previous leader")
+		if err := l.finish(ctx); err != nil {
+			return err
+		}
+	}
+	cons, err := l.p.d.JS.OrderedConsumer(ctx, stream.Packs, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{l.g.subject()}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: l.st.Next,
+	})
+	if err != nil {
+		return fmt.Errorf("read pack group: %w", err)
+	}
+	var seen uint64 // last stage sequence handled
+	for {
+		wait := time.Second
+		if l.open != nil {
+			if left := time.Until(l.open.deadline); left <= 0 {
+				if err := l.seal(ctx, seen); err != nil {
+					return err
+				}
+				continue
+			} else {
+				wait = min(wait, left)
+			}
+		}
+		msgs, err := fetch(cons, fetchBatch, max(wait, 10*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		taken, err := l.claim(ctx, msgs)
+		if err != nil {
+			return err
+		}
+		for i, m := range msgs {
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("stage message metadata: %w", err)
+			}
+			seq := md.Sequence.Stream
+			if !taken[i] {
+				l.p.count(func(s *Stats) { s.Duplicates++ })
+				seen = seq
+				continue
+			}
+			if err := l.add(ctx, m, seq, md.Timestamp); err != nil {
+				return err
+			}
+			seen = seq
+		}
+		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline)) {
+			if err := l.seal(ctx, seen); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fetch reads up to n messages, waiting at most wait for the first.
+func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	b, err := c.Fetch(n, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, fmt.Errorf("read pack group: %w", err)
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return msgs, fmt.Errorf("read pack group: %w", err)
+	}
+	return msgs, nil
+}
+
+// claim decides, for each stage message, whether it carries its item into
+// a pack: the custom_id's claim is created with the message's sequence, or
+// already holds it (this range read again after a crash). A claim holding
+// another sequence is a copy (republished, redelivered) or a refused item.
+func (l *leader) claim(ctx context.Context, msgs []jetstream.Msg) ([]bool, error) {
+	taken := make([]bool, len(msgs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(128)
+	for i, m := range msgs {
+		g.Go(func() error {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			id := m.Headers().Get(headerItem)
+			seq := strconv.FormatUint(md.Sequence.Stream, 10)
+			_, err = l.p.items.Create(gctx, id, []byte(seq))
+			if err == nil {
+				taken[i] = true
+				return nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return fmt.Errorf("claim item %s: %w", id, err)
+			}
+			e, err := l.p.items.Get(gctx, id)
+			if err != nil {
+				return fmt.Errorf("read claim of item %s: %w", id, err)
+			}
+			taken[i] = string(e.Value()) == seq
+			return nil
+		})
+	}
+	return taken, g.Wait()
+}
+
+// add puts one taken item into the open pack, sealing the open pack first
+// when the item would take it over a bound.
+func (l *leader) add(ctx context.Context, m jetstream.Msg, seq uint64, staged time.Time) error {
+	n := int64(len(m.Data())) + 1
+	tokens, _ := strconv.ParseInt(m.Headers().Get(headerTokens), 10, 64)
+	if o := l.open; o != nil && (o.count+1 > l.lim.requests || o.bytes+n > l.lim.bytes ||
+		(o.budget > 0 && o.tokens+tokens > o.budget)) {
+		if err := l.seal(ctx, o.lastTaken); err != nil {
+			return err
+		}
+	}
+	if l.open == nil {
+		if err := l.start(ctx, seq, staged); err != nil {
+			return err
+		}
+	}
+	o := l.open
+	if err := writeItem(o.lw, o.sw, m); err != nil {
+		return err
+	}
+	o.count++
+	o.bytes += n
+	o.tokens += tokens
+	o.lastTaken = seq
+	return nil
+}
+
+// writeItem appends a stage message's line to a pack input and its
+// custom_id and metadata to the sidecar.
+func writeItem(lw, sw *bufio.Writer, m jetstream.Msg) error {
+	if _, err := lw.Write(m.Data()); err != nil {
+		return fmt.Errorf("write pack input: %w", err)
+	}
+	_ = lw.WriteByte('\n')
+	id, _ := json.Marshal(m.Headers().Get(headerItem))
+	_, _ = sw.WriteString(`{"custom_id":`)
+	_, _ = sw.Write(id)
+	if meta := m.Headers().Get(headerMetadata); meta != "" {
+		_, _ = sw.WriteString(`,"metadata":`)
+		_, _ = sw.WriteString(meta)
+	}
+	if _, err := sw.WriteString("}\n"); err != nil {
+		return fmt.Errorf("write pack sidecar: %w", err)
+	}
+	return nil
+}
+
+// start opens a pack whose first item has stage sequence first.
+func (l *leader) start(ctx context.Context, first uint64, staged time.Time) error {
+	o := &openPack{key: l.g.PackKey(first), first: first, deadline: staged.Add(l.p.cfg.MaxAge)}
+	var err error
+	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
+		return fmt.Errorf("pack input file: %w", err)
+	}
+	if o.side, err = os.CreateTemp("", "batchfleet-pack-*.items"); err != nil {
+		o.close()
+		return fmt.Errorf("pack sidecar file: %w", err)
+	}
+	o.lw, o.sw = bufio.NewWriterSize(o.lines, 256<<10), bufio.NewWriterSize(o.side, 64<<10)
+	if l.lim.tokens > 0 {
+		o.budget = l.lim.tokens
+		if l.p.d.Reserved != nil {
+			used, err := l.p.d.Reserved.ReservedTokens(ctx, l.g.Model)
+			if err != nil {
+				l.log.Warn().Err(err).Msg("read reserved tokens: packing to the whole budget")
+			}
+			// A pack never plans for less than a tenth of the budget: it
+			// waits for admission rather than splitting into tiny packs.
+			o.budget = max(l.lim.tokens-used, l.lim.tokens/10)
+		}
+	}
+	l.open = o
+	return nil
+}
+
+// seal closes the open pack at stage sequence last (every message up to
+// last has been handled), records the range, then finishes it.
+func (l *leader) seal(ctx context.Context, last uint64) error {
+	o := l.open
+	l.st.Sealed = &sealed{Key: o.key, First: o.first, Last: max(last, o.lastTaken), Count: o.count,
+		Bytes: o.bytes, Tokens: o.tokens, At: l.p.d.Now().UTC()}
+	if err := l.save(ctx); err != nil {
+		return err
+	}
+	return l.finish(ctx)
+}
+
+// finish stores the sealed pack's input and sidecar, publishes its job,
+// advances the state past it and drops its stage messages.
+func (l *leader) finish(ctx context.Context) error {
+	s := l.st.Sealed
+	if l.open == nil || l.open.key != s.Key {
+		l.discard()
+		if err := l.rebuild(ctx, s); err != nil {
+			return err
+		}
+	}
+	o := l.open
+	for _, w := range []*bufio.Writer{o.lw, o.sw} {
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("write pack files: %w", err)
+		}
+	}
+	st := l.p.d.Store
+	if err := putFile(ctx, st, SidecarName(s.Key), o.side); err != nil {
+		return err
+	}
+	if err := putFile(ctx, st, s.Key, o.lines); err != nil {
+		return err
+	}
+	req := contract.Request{IdempotencyKey: s.Key, Endpoint: l.g.Endpoint, InputObject: s.Key,
+		CompletionWindow: l.p.cfg.CompletionWindow,
+		Metadata:         map[string]string{"pack_items": strconv.Itoa(s.Count), "pack_group": l.g.ID()}}
+	if l.g.Provider != contract.ProviderOpenAI {
+		req.Provider = l.g.Provider
+	}
+	if _, err := stream.Publish(ctx, l.p.d.JS, contract.SubjectRequests, req, stream.WithMsgID(s.Key)); err != nil {
+		return fmt.Errorf("publish pack %s: %w", s.Key, err)
+	}
+	l.st.Next, l.st.Sealed = s.Last+1, nil
+	l.st.Packs++
+	if err := l.save(ctx); err != nil {
+		return err
+	}
+	l.discard()
+	l.p.count(func(st *Stats) { st.Packs++; st.Packed += int64(s.Count) })
+	l.log.Info().Str("pack", s.Key).Int("items", s.Count).Int64("bytes", s.Bytes).Int64("tokens", s.Tokens).
+		Uint64("first", s.First).Uint64("last", s.Last).Msg("pack closed and published")
+	if err := l.purge(ctx, s.Last+1); err != nil {
+		l.log.Warn().Err(err).Msg("drop packed stage messages (they expire with the stream's max age)")
+	}
+	return nil
+}
+
+func putFile(ctx context.Context, st *jobstore.Store, name string, f *os.File) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind %s: %w", f.Name(), err)
+	}
+	if _, err := st.PutObject(ctx, jobstore.BucketIntake, name, bufio.NewReaderSize(f, 256<<10)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// purge drops the group's stage messages below next.
+func (l *leader) purge(ctx context.Context, next uint64) error {
+	s, err := l.p.d.JS.Stream(ctx, stream.Packs)
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx, jetstream.WithPurgeSubject(l.g.subject()), jetstream.WithPurgeSequence(next))
+}
+
+// rebuild makes the sealed pack's files again from its stage range: the
+// messages whose claim holds their own sequence, in stage order (the same
+// lines, in the same order, as the leader that sealed it wrote).
+func (l *leader) rebuild(ctx context.Context, s *sealed) error {
+	cons, err := l.p.d.JS.OrderedConsumer(ctx, stream.Packs, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{l.g.subject()}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: s.First,
+	})
+	if err != nil {
+		return fmt.Errorf("read sealed pack %s: %w", s.Key, err)
+	}
+	o := &openPack{key: s.Key, first: s.First}
+	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
+		return fmt.Errorf("pack input file: %w", err)
+	}
+	l.open = o
+	if o.side, err = os.CreateTemp("", "batchfleet-pack-*.items"); err != nil {
+		return fmt.Errorf("pack sidecar file: %w", err)
+	}
+	o.lw, o.sw = bufio.NewWriterSize(o.lines, 256<<10), bufio.NewWriterSize(o.side, 64<<10)
+	for {
+		msgs, err := fetch(cons, fetchBatch, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return fmt.Errorf("sealed pack %s: stage messages up to %d are missing", s.Key, s.Last)
+		}
+		var in []jetstream.Msg
+		done := false
+		for _, m := range msgs {
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			if md.Sequence.Stream > s.Last {
+				done = true
+				break
+			}
+			in = append(in, m)
+			done = md.Sequence.Stream == s.Last
+		}
+		taken, err := l.claim(ctx, in)
+		if err != nil {
+			return err
+		}
+		for i, m := range in {
+			if taken[i] {
+				if err := writeItem(o.lw, o.sw, m); err != nil {
+					return err
+				}
+				o.count++
+			}
+		}
+		if done {
+			break
+		}
+	}
+	if o.count != s.Count {
+		l.log.Warn().Str("pack", s.Key).Int("sealed", s.Count).Int("rebuilt", o.count).Msg("a rebuilt pack differs in size from its seal")
+	}
+	return nil
+}
