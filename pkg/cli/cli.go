@@ -68,7 +68,7 @@ NATS_URL (or --nats), nothing else.`,
 		def = DevNATS
 	}
 	root.PersistentFlags().StringVar(&e.natsURL, "nats", def, "NATS URL ($NATS_URL, else the dev fleet's)")
-	root.AddCommand(e.jobsCmd(), e.reportCmd(), e.dlqCmd(), e.publishCmd(), e.uiCmd(), e.devCmd(), e.indexCmd())
+	root.AddCommand(e.jobsCmd(), e.reportCmd(), e.dlqCmd(), e.publishCmd(), e.itemsCmd(), e.uiCmd(), e.devCmd(), e.indexCmd())
 	// Before the jobs group: `batchfleet job KEY` and `batchfleet results KEY`.
 	root.AddCommand(e.hidden(e.showCmd(), "job"), e.hidden(e.resultsCmd(), "results"))
 	return root
