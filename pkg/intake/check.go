@@ -3,6 +3,27 @@
 // intake with an error naming the line and the rule instead of as a failed
 // vendor batch; a 200 MB file costs one line and the set of custom_ids in
 // memory.
+//
+// The check also estimates the file's input tokens (Summary.EstTokens), for
+// the per-model enqueued token budget, without tokenizing every line
+// (tokenizing a line costs some 30 times more than checking it): a line
+// whose model has no tiktoken encoding (claude-*, unknown models) counts by
+// the byte rule, ceil(body bytes / 3.5 × 1.1), which is cheap; the lines of
+// OpenAI models (grouped by encoding; an OpenAI file has one model) are
+// estimated from a sample with tokens.Tally: the first 32 are tokenized
+// (tokens.Estimate) and counted exactly, of the rest 1 in 128 is tokenized
+// (the 33rd line, then every 128th), and the rest counts as its body bytes
+// times the sample's tokens per body byte (the first lines' rate makes up
+// for a sample of fewer than 32 lines). A file of up to 32 such lines is
+// counted exactly, a file of identical requests gives n times one's count,
+// and a file of varied requests comes within a few percent of the sum of
+// its lines' counts (within 1% in the tests); the same file always gives
+// the same estimate. BenchmarkCheck (5,000 lines of ~2 KB chat requests,
+// 71 of them tokenized) checks ~230 MB/s with the estimate, ~330 MB/s
+// without one (1.3-1.6x the time; the sample is ~25% of the CPU
+// profile); tokenizing every line took it to ~12 MB/s.
+// Of a 50,000-line file 423 lines are tokenized, some 30% on top of the
+// check.
 package intake
 
 import (
@@ -15,6 +36,7 @@ import (
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/results"
+	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // MaxBytes is the largest batch input file the vendor takes (OpenAI:
@@ -32,8 +54,14 @@ type Summary struct {
 	Bytes int64
 	// Model is body.model, the same on every line.
 	Model string
-	// BodyBytes sums the request bodies' sizes (for token estimates).
+	// BodyBytes sums the request bodies' sizes.
 	BodyBytes int64
+	// EstTokens estimates the requests' input tokens, each line's body
+	// by its own model, for the per-model enqueued token budget: the byte
+	// rule for models without an encoding, and for OpenAI models a sample
+	// of the lines tokenized and scaled to all their body bytes
+	// (tokens.Tally; see the package documentation).
+	EstTokens int64
 }
 
 // Check reads an OpenAI batch input file (JSONL) line by line and
@@ -74,8 +102,16 @@ func rulesOf(provider string) rules {
 // CheckFor is Check by a provider's rules: for contract.ProviderAnthropic
 // up to 100,000 lines and 256 MB, custom_ids of ^[a-zA-Z0-9_-]{1,64}$, and
 // any models; Summary.Model is then the first line's.
+//
+// Summary.EstTokens is estimated from a sample of the lines: a line of a
+// model without a tiktoken encoding counts by the byte rule; of the lines
+// of OpenAI models, grouped by encoding, the first 32 are tokenized and
+// counted exactly, and of the others 1 in 128 is tokenized and the
+// sample's tokens per body byte are scaled by their body bytes
+// (tokens.Tally; see the package documentation).
 func CheckFor(r io.Reader, provider, endpoint string) (Summary, error) {
 	var sum Summary
+	var tally tokens.Tally
 	rl := rulesOf(provider)
 	seen := make(map[string]struct{})
 	cr := &counter{r: io.LimitReader(r, rl.maxBytes+1)}
@@ -87,12 +123,13 @@ func CheckFor(r io.Reader, provider, endpoint string) (Summary, error) {
 		if sum.Lines == rl.maxLines {
 			return contract.Errorf(contract.CodeInvalidInput, "line %d: the file has more than %d requests, the vendor's limit", n, rl.maxLines)
 		}
-		if cerr := sum.add(n, bytes.TrimSpace(b), endpoint, rl, seen); cerr != nil {
+		if cerr := sum.add(n, bytes.TrimSpace(b), endpoint, rl, seen, &tally); cerr != nil {
 			return cerr
 		}
 		return nil
 	})
 	sum.Bytes = cr.n
+	sum.EstTokens = tally.Tokens()
 	var ce *contract.Error
 	switch {
 	case errors.As(err, &ce):
@@ -119,10 +156,10 @@ func (c *counter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// add checks one non-blank line and counts it. gjson validates the line
-// and picks the fields in about one pass, where decoding it would scan it
-// twice.
-func (s *Summary) add(n int, line []byte, endpoint string, rl rules, seen map[string]struct{}) *contract.Error {
+// add checks one non-blank line and counts it (its body in tally). gjson
+// validates the line and picks the fields in about one pass, where
+// decoding it would scan it twice.
+func (s *Summary) add(n int, line []byte, endpoint string, rl rules, seen map[string]struct{}, tally *tokens.Tally) *contract.Error {
 	if !gjson.ValidBytes(line) {
 		return contract.Errorf(contract.CodeInvalidInput, "line %d: not a JSON object", n)
 	}
@@ -163,5 +200,12 @@ func (s *Summary) add(n int, line []byte, endpoint string, rl rules, seen map[st
 	}
 	s.Lines++
 	s.BodyBytes += int64(len(body.Raw))
+	var raw []byte
+	if i, j := body.Index, body.Index+len(body.Raw); i > 0 && j <= len(line) {
+		raw = line[i:j] // where body.Raw is in line: no copy
+	} else {
+		raw = []byte(body.Raw)
+	}
+	tally.Add(model.Str, raw)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
+	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // Synthetic per-request error codes for requests a batch ended without
@@ -361,13 +362,16 @@ func (n *Notifier) scanInput(ctx context.Context, a *jobstore.Attempt, fn func(i
 
 // writeRetryInput stores, as batch_inputs/<key>, the lines of the job's
 // original input whose custom_id is in ids (streamed), and returns an
-// estimate of their input tokens (body bytes / 4, as admission counts).
+// estimate of their input tokens as intake makes it (each line's body with
+// its model, a sample of the lines of OpenAI models tokenized:
+// tokens.Tally; a line without a body object by the byte rule).
 func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key string, ids []string) (int64, error) {
 	want := make(map[string]struct{}, len(ids))
 	for _, id := range ids {
 		want[id] = struct{}{}
 	}
-	var size int64
+	var est tokens.Tally
+	var other int64
 	_, err := n.putStream(ctx, jobstore.BucketInputs, key, func(w io.Writer) error {
 		bw := bufio.NewWriterSize(w, 64<<10)
 		err := n.scanInput(ctx, &job.Attempts[0], func(id string, line []byte) error {
@@ -375,7 +379,17 @@ func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key s
 				return nil
 			}
 			line = bytes.TrimRight(line, " \t\r\n")
-			size += int64(len(line))
+			if body := gjson.GetBytes(line, "body"); body.IsObject() {
+				var raw []byte
+				if i, j := body.Index, body.Index+len(body.Raw); i > 0 && j <= len(line) {
+					raw = line[i:j] // where body.Raw is in line: no copy
+				} else {
+					raw = []byte(body.Raw)
+				}
+				est.Add(body.Get("model").Str, raw)
+			} else {
+				other += tokens.Bytes(int64(len(line)))
+			}
 			if _, err := bw.Write(line); err != nil {
 				return err
 			}
@@ -386,5 +400,5 @@ func (n *Notifier) writeRetryInput(ctx context.Context, job *jobstore.Job, key s
 		}
 		return bw.Flush()
 	})
-	return (size + 3) / 4, err
+	return est.Tokens() + other, err
 }

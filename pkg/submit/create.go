@@ -18,6 +18,7 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 	"github.com/batchfleet/batchfleet/pkg/telemetry"
+	"github.com/batchfleet/batchfleet/pkg/tokens"
 )
 
 // reconcileSlack widens the vendor search window for clock skew between
@@ -555,12 +556,13 @@ func (s *Submitter) vendorError(ctx context.Context, job *jobstore.Job, key stri
 	return later(wait), nil
 }
 
-// estimate returns the model of a JSONL batch input and an estimate of its
-// input tokens (about 4 bytes of request body per token), for the
-// per-model enqueued token budget.
+// estimate returns the model of a JSONL batch input (the first line's)
+// and an estimate of its input tokens for the per-model enqueued token
+// budget, as intake makes it: each line's body with that line's model, a
+// sample of the lines of OpenAI models tokenized (tokens.Tally).
 func estimate(data []byte) (string, int64) {
 	model := ""
-	var bodyBytes int64
+	var est tokens.Tally
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -574,16 +576,16 @@ func estimate(data []byte) (string, int64) {
 		if json.Unmarshal(line, &l) != nil {
 			continue
 		}
-		bodyBytes += int64(len(l.Body))
+		var b struct {
+			Model string `json:"model"`
+		}
+		_ = json.Unmarshal(l.Body, &b)
 		if model == "" {
-			var b struct {
-				Model string `json:"model"`
-			}
-			_ = json.Unmarshal(l.Body, &b)
 			model = b.Model
 		}
+		est.Add(b.Model, l.Body)
 	}
-	return model, (bodyBytes + 3) / 4
+	return model, est.Tokens()
 }
 
 // publishQueued reports, once per attempt, that it waits for admission:

@@ -379,7 +379,7 @@ func (s *Submitter) accept(ctx context.Context, req *contract.Request, sum intak
 	}
 	if req.InputObject != "" {
 		first.Count, first.InputObject, first.InputBucket = sum.Lines, req.InputObject, jobstore.BucketIntake
-		first.Model, first.EstTokens = sum.Model, (sum.BodyBytes+3)/4
+		first.Model, first.EstTokens = sum.Model, sum.EstTokens
 	}
 	j := &jobstore.Job{
 		Key: req.IdempotencyKey, Endpoint: req.Endpoint, CompletionWindow: req.CompletionWindow,
