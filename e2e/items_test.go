@@ -19,6 +19,7 @@ import (
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/emulator"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
@@ -169,7 +170,7 @@ func TestItemsPackedAndAnswered(t *testing.T) {
 // duplicates nothing: the other submitter's packer takes the group over
 // and re-reads the open pack's items from the group's checkpoint.
 func TestPackerKilledMidPack(t *testing.T) {
-	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_AGE=4s", "SUBMIT_RATE=0"}})
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_AGE=8s", "PACK_LOCK_TTL=3s", "SUBMIT_RATE=0"}})
 	subs := f.start("submitter", 2)
 	f.start("poller", 1)
 	f.start("notifier", 1)
@@ -240,8 +241,10 @@ func TestInvalidItems(t *testing.T) {
 		[]byte(`{"custom_id":"bad id!","body":{"model":"gpt-4o-mini"}}`),
 		item("good-2", "gpt-4o-mini", 2),
 	}
+	start := time.Now()
 	f.publishItems(msgs, nil)
 	got := readItems(t, answers, []string{"good-1", "good-2", "no-model", "too-big"}, 90*time.Second)
+	t.Logf("4 items answered %s after their publish", time.Since(start).Round(time.Millisecond))
 	require.Equal(t, contract.OutcomeSucceeded, got["good-1"].Outcome)
 	require.Equal(t, contract.OutcomeSucceeded, got["good-2"].Outcome)
 	require.Equal(t, contract.OutcomeFailed, got["no-model"].Outcome)
@@ -257,6 +260,7 @@ func TestInvalidItems(t *testing.T) {
 	}
 	require.Equal(t, map[string]int{contract.CodeInvalidInput: 3, contract.CodeInvalidJSON: 1}, codes, "dead letters by code")
 	f.itemsNoMore(answers, "invalid-sentinel", "gpt-4o-mini")
+	t.Logf("sentinel answered %s after the first publish", time.Since(start).Round(time.Millisecond))
 }
 
 // A pack the vendor refuses with token_limit_exceeded (two packs of one
@@ -295,4 +299,49 @@ func TestPackTokenLimit(t *testing.T) {
 		require.True(t, strings.HasPrefix(r.IdempotencyKey, contract.PackKeyPrefix), r.IdempotencyKey)
 	}
 	t.Logf("%d packs refused for the token limit, re-queued; %d items answered once each", refused, n)
+}
+
+// A worker killed at each step between staging and answering (the pack
+// sealed but not stored, the job published but the group's state not
+// advanced, the answers half published) loses and duplicates nothing:
+// the next leader rebuilds the sealed pack from its stage range, the job
+// key absorbs a second publish, and the fan-out resumes after its last
+// recorded chunk.
+func TestPackCrashWindows(t *testing.T) {
+	for _, tc := range []struct{ point, kind string }{
+		{"pack/after-seal", "submitter"},
+		{"pack/after-publish", "submitter"},
+		{"pack/fanout-after-chunk", "notifier"},
+	} {
+		t.Run(strings.ReplaceAll(tc.point, "/", "_"), func(t *testing.T) {
+			f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_AGE=1s", "PACK_LOCK_TTL=3s", "SUBMIT_RATE=0"}})
+			armed := f.start(tc.kind, 1, failpoint.Env+"="+tc.point+"=kill")[0]
+			if tc.kind == "submitter" {
+				f.start("notifier", 1)
+			} else {
+				f.start("submitter", 1)
+			}
+			f.start("poller", 1)
+			answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
+			const n = 2500
+			var msgs [][]byte
+			var ids []string
+			for i := range n {
+				id := fmt.Sprintf("crash-%04d", i)
+				ids = append(ids, id)
+				msgs = append(msgs, item(id, "gpt-4o-mini", i))
+			}
+			f.publishItems(msgs, ids)
+			awaitKilled(t, armed, 60*time.Second)
+			f.start(tc.kind, 1)
+			got := readItems(t, answers, ids, 2*time.Minute)
+			for _, id := range ids {
+				require.Equal(t, contract.OutcomeSucceeded, got[id].Outcome, id)
+			}
+			f.itemsNoMore(answers, "crash-sentinel", "gpt-4o-mini")
+			byModel, requests := f.packBatches()
+			require.Equal(t, n+1, requests, "vendor requests: each item once")
+			t.Logf("killed at %s: %d items answered once each, %d vendor batches", tc.point, n, len(byModel["gpt-4o-mini"]))
+		})
+	}
 }

@@ -81,6 +81,8 @@ type Pack struct {
 	MaxAge time.Duration
 	// Concurrency is PACK_CONCURRENCY: items checked and staged at once per submitter. Defaults to 256.
 	Concurrency int
+	// LockTTL is PACK_LOCK_TTL: a group leader's Redis lease; a dead packer's groups are taken over within it. Defaults to 15s.
+	LockTTL time.Duration
 }
 
 // Submit configures submitters.
@@ -220,6 +222,7 @@ func Load(env Lookup) (Config, error) {
 			MaxBytes:    int64(p.int("PACK_MAX_BYTES", 199<<20)),
 			MaxAge:      p.dur("PACK_MAX_AGE", 10*time.Minute),
 			Concurrency: p.int("PACK_CONCURRENCY", 256),
+			LockTTL:     p.dur("PACK_LOCK_TTL", 15*time.Second),
 		},
 	}
 	if err := errors.Join(p.errs...); err != nil {
@@ -276,6 +279,7 @@ func (c Config) Validate() error {
 	check(c.Pack.MaxBytes >= 1024, "PACK_MAX_BYTES must be at least 1024")
 	check(c.Pack.MaxAge >= time.Second, "PACK_MAX_AGE must be at least 1s")
 	check(c.Pack.Concurrency >= 1, "PACK_CONCURRENCY must be at least 1")
+	check(c.Pack.LockTTL >= time.Second, "PACK_LOCK_TTL must be at least 1s")
 	return errors.Join(errs...)
 }
 

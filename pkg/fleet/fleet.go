@@ -107,7 +107,7 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 	}
 	pk, err := pack.New(ctx, pd, pack.Config{
 		MaxRequests: c.Pack.MaxRequests, MaxBytes: c.Pack.MaxBytes, MaxAge: c.Pack.MaxAge, Concurrency: c.Pack.Concurrency,
-		TokenLimits: c.EnqueuedTokenLimits, Retention: c.JobRetention, StopTimeout: c.StopTimeout,
+		LockTTL: c.Pack.LockTTL, TokenLimits: c.EnqueuedTokenLimits, Retention: c.JobRetention, StopTimeout: c.StopTimeout,
 		Streams: Streams(c), Replicas: c.StreamReplicas,
 	})
 	if err != nil {

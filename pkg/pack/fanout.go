@@ -16,10 +16,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/results"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
+
+// fanoutAckWait bounds how long a dead notifier's fan-out holds its pack
+// (a live one marks the message in progress every third of it).
+const fanoutAckWait = 30 * time.Second
 
 // fanoutDone is the progress value of a pack whose items are all answered.
 const fanoutDone = "done"
@@ -71,7 +76,7 @@ func (f *Fanout) consumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: stream.ConsumerItemFanout, Description: "item fan-out: batch.item.completed for each item of a pack job",
 		FilterSubject: contract.SubjectCompleted, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 2 * time.Minute, MaxAckPending: 4 * f.cfg.Concurrency, MaxDeliver: -1,
+		AckWait: fanoutAckWait, MaxAckPending: 4 * f.cfg.Concurrency, MaxDeliver: -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
@@ -99,7 +104,7 @@ func (f *Fanout) handle(ctx context.Context, m jetstream.Msg) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		t := time.NewTicker(30 * time.Second)
+		t := time.NewTicker(fanoutAckWait / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -126,23 +131,39 @@ func (f *Fanout) handle(ctx context.Context, m jetstream.Msg) {
 // from its merged results (and, for items without a result line, from the
 // job's outcome), resuming after the last chunk recorded. It returns how
 // many events it published.
+//
+// Progress counts events in the order of one version of the results
+// object (its NUID): a notifier that redoes the job's final step rewrites
+// the object, perhaps in another order, and the fan-out then starts over
+// (Msg-Id de-duplication absorbs what it publishes again within
+// DEDUP_WINDOW).
 func (f *Fanout) Pack(ctx context.Context, ev *contract.Completed) (int, error) {
 	key := ev.IdempotencyKey
 	pk := "fanout." + key
-	done, rev, err := f.progress(ctx, pk)
-	if err != nil || done < 0 {
+	prog, err := f.progress(ctx, pk)
+	if err != nil || prog.done {
 		return 0, err
 	}
 	meta, ids, err := f.sidecar(ctx, key)
 	if err != nil {
 		return 0, err
 	}
-	p := &publisher{f: f, key: pk, rev: rev, skip: done, chunk: f.cfg.Chunk}
+	p := &publisher{f: f, key: pk, rev: prog.rev, chunk: f.cfg.Chunk}
 	seen := make(map[string]struct{}, len(ids))
 	if ev.Results != nil {
 		rc, _, err := f.st.OpenObject(ctx, ev.Results.Bucket, ev.Results.Object)
 		if err != nil {
 			return 0, fmt.Errorf("open results of %s: %w", key, err)
+		}
+		if in, ok := rc.(interface {
+			Info() (*jetstream.ObjectInfo, error)
+		}); ok {
+			if info, err := in.Info(); err == nil {
+				p.version = info.NUID
+			}
+		}
+		if p.version == prog.version {
+			p.skip = prog.n
 		}
 		err = results.ScanMerged(rc, func(attempt int, l results.Line) error {
 			seen[l.CustomID] = struct{}{}
@@ -152,6 +173,8 @@ func (f *Fanout) Pack(ctx context.Context, ev *contract.Completed) (int, error) 
 		if err != nil {
 			return 0, fmt.Errorf("read results of %s: %w", key, err)
 		}
+	} else if prog.version == "" {
+		p.skip = prog.n
 	}
 	for _, id := range ids {
 		if _, ok := seen[id]; ok {
@@ -170,23 +193,34 @@ func (f *Fanout) Pack(ctx context.Context, ev *contract.Completed) (int, error) 
 	return p.published, nil
 }
 
-// progress reads how many of a pack's events were published (-1: all).
-func (f *Fanout) progress(ctx context.Context, key string) (int, uint64, error) {
+// progress is a pack's fan-out record: "done", or "<n>" events published
+// in the order of results object version "<nuid>" ("<n>@<nuid>").
+type progress struct {
+	done    bool
+	n       int
+	version string
+	rev     uint64
+}
+
+func (f *Fanout) progress(ctx context.Context, key string) (progress, error) {
 	e, err := f.packs.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return 0, 0, nil
+		return progress{}, nil
 	case err != nil:
-		return 0, 0, fmt.Errorf("read fan-out progress: %w", err)
+		return progress{}, fmt.Errorf("read fan-out progress: %w", err)
 	}
+	p := progress{rev: e.Revision()}
 	if string(e.Value()) == fanoutDone {
-		return -1, e.Revision(), nil
+		p.done = true
+		return p, nil
 	}
-	n, err := strconv.Atoi(string(e.Value()))
-	if err != nil {
-		return 0, 0, fmt.Errorf("fan-out progress %q: %w", e.Value(), err)
+	num, version, _ := strings.Cut(string(e.Value()), "@")
+	if p.n, err = strconv.Atoi(num); err != nil {
+		return progress{}, fmt.Errorf("fan-out progress %q: %w", e.Value(), err)
 	}
-	return n, e.Revision(), nil
+	p.version = version
+	return p, nil
 }
 
 // sidecar reads a pack's item list: every custom_id in input order, and
@@ -285,7 +319,8 @@ type publisher struct {
 	f         *Fanout
 	key       string
 	rev       uint64
-	skip      int // events published by an earlier run
+	skip      int    // events published by an earlier run
+	version   string // the results object's NUID
 	n         int // events seen
 	chunk     int
 	pending   []jetstream.PubAckFuture
@@ -330,6 +365,9 @@ func (p *publisher) flush(ctx context.Context, final bool) error {
 	p.published += len(p.pending)
 	p.pending = p.pending[:0]
 	val := strconv.Itoa(p.n)
+	if p.version != "" {
+		val += "@" + p.version
+	}
 	if final {
 		val = fanoutDone
 	}
@@ -344,6 +382,7 @@ func (p *publisher) flush(ctx context.Context, final bool) error {
 		return fmt.Errorf("record fan-out progress: %w", err)
 	}
 	p.rev = rev
+	failpoint.Hit("pack/fanout-after-chunk")
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
+	"github.com/batchfleet/batchfleet/pkg/failpoint"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
 	"github.com/batchfleet/batchfleet/pkg/lock"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -182,14 +183,7 @@ func (l *leader) run(ctx context.Context) error {
 	for {
 		wait := time.Second
 		if l.open != nil {
-			if left := time.Until(l.open.deadline); left <= 0 {
-				if err := l.seal(ctx, seen); err != nil {
-					return err
-				}
-				continue
-			} else {
-				wait = min(wait, left)
-			}
+			wait = max(min(wait, time.Until(l.open.deadline)), 0)
 		}
 		msgs, err := fetch(cons, fetchBatch, max(wait, 10*time.Millisecond))
 		if err != nil {
@@ -218,7 +212,10 @@ func (l *leader) run(ctx context.Context) error {
 			}
 			seen = seq
 		}
-		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline)) {
+		// An overdue pack takes the group's backlog first (a full read
+		// means more is waiting): after a takeover or a stall it closes
+		// once caught up, not one read at a time.
+		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && len(msgs) < fetchBatch) {
 			if err := l.seal(ctx, seen); err != nil {
 				return err
 			}
@@ -361,6 +358,7 @@ func (l *leader) seal(ctx context.Context, last uint64) error {
 	if err := l.save(ctx); err != nil {
 		return err
 	}
+	failpoint.Hit("pack/after-seal")
 	return l.finish(ctx)
 }
 
@@ -396,6 +394,7 @@ func (l *leader) finish(ctx context.Context) error {
 	if _, err := stream.Publish(ctx, l.p.d.JS, contract.SubjectRequests, req, stream.WithMsgID(s.Key)); err != nil {
 		return fmt.Errorf("publish pack %s: %w", s.Key, err)
 	}
+	failpoint.Hit("pack/after-publish")
 	l.st.Next, l.st.Sealed = s.Last+1, nil
 	l.st.Packs++
 	if err := l.save(ctx); err != nil {
