@@ -3,8 +3,11 @@ package contract
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // Single requests (contract v1.1, "Single requests"): producers publish one
@@ -51,11 +54,11 @@ type Item struct {
 
 // Model is the body's model ("" if it has none).
 func (it *Item) Model() string {
-	var b struct {
-		Model string `json:"model"`
+	m := gjson.GetBytes(it.Body, "model")
+	if m.Type != gjson.String {
+		return ""
 	}
-	_ = json.Unmarshal(it.Body, &b)
-	return b.Model
+	return m.Str
 }
 
 // DecodeItem parses and validates a batch.items message, applying
@@ -67,13 +70,17 @@ func DecodeItem(data []byte) (Item, string, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return it, "", Errorf(CodeInvalidJSON, "message is empty")
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if t := bytes.TrimSpace(data); t[0] != '{' || !gjson.ValidBytes(t) {
+		var v map[string]json.RawMessage
+		err := json.Unmarshal(data, &v)
+		if err == nil {
+			err = errors.New("not an object")
+		}
 		return it, "", Errorf(CodeInvalidJSON, "message is not a JSON object: %v", err)
 	}
 	var id string
-	if json.Unmarshal(raw["custom_id"], &id) != nil || !ValidItemID(id) {
-		id = ""
+	if f := gjson.GetBytes(data, "custom_id"); f.Type == gjson.String && ValidItemID(f.Str) {
+		id = f.Str
 	}
 	if err := strictUnmarshal(data, &it); err != nil {
 		return it, id, Errorf(CodeInvalidField, "%v", err)

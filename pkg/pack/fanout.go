@@ -314,16 +314,18 @@ func missingEvent(ev *contract.Completed, id string, meta map[string]string) con
 	return it
 }
 
-// publisher publishes events in chunks, recording progress after each.
+// publisher publishes events in chunks, recording progress after each;
+// two chunks are in flight at once, so publishing goes on while a chunk's
+// acknowledgements and progress record are awaited.
 type publisher struct {
 	f         *Fanout
 	key       string
 	rev       uint64
 	skip      int    // events published by an earlier run
 	version   string // the results object's NUID
-	n         int // events seen
+	n         int    // events seen
 	chunk     int
-	pending   []jetstream.PubAckFuture
+	pending   []jetstream.PubAckFuture // events n-len(pending)+1 .. n
 	published int
 }
 
@@ -342,29 +344,36 @@ func (p *publisher) add(ctx context.Context, it contract.ItemCompleted) error {
 		return fmt.Errorf("publish %s: %w", contract.SubjectItemCompleted, err)
 	}
 	p.pending = append(p.pending, fut)
-	if len(p.pending) >= p.chunk {
-		return p.flush(ctx, false)
+	if len(p.pending) >= 2*p.chunk {
+		return p.settle(ctx, p.chunk, false)
 	}
 	return nil
 }
 
-// flush waits for the chunk's acks and records the progress (final: all).
+// flush settles everything pending and records the fan-out done.
 func (p *publisher) flush(ctx context.Context, final bool) error {
-	timeout := time.After(stream.PublishTimeout + time.Duration(len(p.pending))*time.Millisecond)
-	for _, fut := range p.pending {
+	return p.settle(ctx, len(p.pending), final)
+}
+
+// settle waits for the first k pending acknowledgements and records the
+// progress they reach (final: all).
+func (p *publisher) settle(ctx context.Context, k int, final bool) error {
+	timeout := time.NewTimer(stream.PublishTimeout + time.Duration(k)*time.Millisecond)
+	defer timeout.Stop()
+	for _, fut := range p.pending[:k] {
 		select {
 		case <-fut.Ok():
 		case err := <-fut.Err():
 			return fmt.Errorf("publish %s: %w", contract.SubjectItemCompleted, err)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-timeout:
+		case <-timeout.C:
 			return fmt.Errorf("publish %s: no acknowledgement in time", contract.SubjectItemCompleted)
 		}
 	}
-	p.published += len(p.pending)
-	p.pending = p.pending[:0]
-	val := strconv.Itoa(p.n)
+	p.published += k
+	p.pending = append(p.pending[:0], p.pending[k:]...)
+	val := strconv.Itoa(p.n - len(p.pending))
 	if p.version != "" {
 		val += "@" + p.version
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/failpoint"
@@ -158,7 +157,8 @@ func (l *leader) save(ctx context.Context) error {
 
 func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // run finishes a sealed pack left by a previous leader, then packs.
@@ -243,35 +243,50 @@ func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, er
 // a pack: the custom_id's claim is created with the message's sequence, or
 // already holds it (this range read again after a crash). A claim holding
 // another sequence is a copy (republished, redelivered) or a refused item.
+//
+// The creates are pipelined: each is a publish to the bucket's subject
+// with Nats-Expected-Last-Subject-Sequence 0 (what KeyValue.Create sends),
+// all in flight at once; only a refused one is read back.
 func (l *leader) claim(ctx context.Context, msgs []jetstream.Msg) ([]bool, error) {
 	taken := make([]bool, len(msgs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(128)
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	seqs := make([]string, len(msgs))
 	for i, m := range msgs {
-		g.Go(func() error {
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			id := m.Headers().Get(headerItem)
-			seq := strconv.FormatUint(md.Sequence.Stream, 10)
-			_, err = l.p.items.Create(gctx, id, []byte(seq))
-			if err == nil {
-				taken[i] = true
-				return nil
-			}
-			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return fmt.Errorf("claim item %s: %w", id, err)
-			}
-			e, err := l.p.items.Get(gctx, id)
-			if err != nil {
-				return fmt.Errorf("read claim of item %s: %w", id, err)
-			}
-			taken[i] = string(e.Value()) == seq
-			return nil
-		})
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		seqs[i] = strconv.FormatUint(md.Sequence.Stream, 10)
+		msg := &nats.Msg{Subject: "$KV." + BucketItems + "." + m.Headers().Get(headerItem), Data: []byte(seqs[i]),
+			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}}
+		if futs[i], err = l.p.d.JS.PublishMsgAsync(msg); err != nil {
+			return nil, fmt.Errorf("claim item: %w", err)
+		}
 	}
-	return taken, g.Wait()
+	timeout := time.NewTimer(stream.PublishTimeout)
+	defer timeout.Stop()
+	for i, fut := range futs {
+		select {
+		case <-fut.Ok():
+			taken[i] = true
+			continue
+		case err := <-fut.Err():
+			if !isWrongSequence(err) {
+				return nil, fmt.Errorf("claim item %s: %w", msgs[i].Headers().Get(headerItem), err)
+			}
+		case <-timeout.C:
+			return nil, errors.New("claim items: no acknowledgement in time")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		id := msgs[i].Headers().Get(headerItem)
+		e, err := l.p.items.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("read claim of item %s: %w", id, err)
+		}
+		taken[i] = string(e.Value()) == seqs[i]
+	}
+	return taken, nil
 }
 
 // add puts one taken item into the open pack, sealing the open pack first

@@ -42,8 +42,11 @@ func TestInputLineCompactsTheBody(t *testing.T) {
 	require.Equal(t, "/v1/chat/completions", l.URL)
 	require.JSONEq(t, string(it.Body), string(l.Body))
 
-	_, err = inputLine(&contract.Item{CustomID: "x", Body: json.RawMessage(`{"model":`)})
+	_, err = inputLine(&contract.Item{CustomID: "x", Body: json.RawMessage("{\"model\":\n")})
 	require.Error(t, err)
+	line, err = inputLine(&contract.Item{CustomID: "x", Endpoint: "/v1/embeddings", Body: json.RawMessage(` {"model":"m"} `)})
+	require.NoError(t, err)
+	require.Equal(t, `{"custom_id":"x","method":"POST","url":"/v1/embeddings","body":{"model":"m"}}`, string(line))
 }
 
 func TestLimits(t *testing.T) {

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/stream"
@@ -26,21 +29,78 @@ func (p *Packer) routeConsumer() jetstream.ConsumerConfig {
 	}
 }
 
-// route checks and stages items until ctx is done.
+// route checks and stages items until ctx is done, a fetched batch at a
+// time: the batch's stage messages are published asynchronously and each
+// item is acknowledged once its stage message is stored.
 func (p *Packer) route(ctx context.Context) error {
 	cfg := p.routeConsumer()
 	c, err := stream.EnsureConsumer(ctx, p.d.JS, stream.Items, cfg)
 	if err != nil {
 		return err
 	}
-	return stream.Consume(ctx, c, stream.ConsumeOptions{
-		Concurrency: p.cfg.Concurrency, StopTimeout: p.cfg.StopTimeout, Logger: p.log,
-		Recreate: stream.Recreate(p.d.JS, p.cfg.Streams, stream.Items, cfg),
-	}, p.handleItem)
+	// Four batch loops overlap one batch's checks with another's fetch
+	// and acknowledgements.
+	const loops = 4
+	g, gctx := errgroup.WithContext(ctx)
+	for range loops {
+		g.Go(func() error {
+			return stream.ConsumeBatches(gctx, c, stream.ConsumeOptions{
+				Concurrency: max(p.cfg.Concurrency/loops, 1), StopTimeout: p.cfg.StopTimeout, Logger: p.log,
+				Recreate: stream.Recreate(p.d.JS, p.cfg.Streams, stream.Items, cfg),
+			}, p.stageBatch)
+		})
+	}
+	return g.Wait()
 }
 
-// handleItem stages one batch.items message, or refuses it.
-func (p *Packer) handleItem(ctx context.Context, m jetstream.Msg) {
+// stageBatch stages a batch of batch.items messages, refusing the invalid.
+func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
+	type pending struct {
+		m   jetstream.Msg
+		fut jetstream.PubAckFuture
+	}
+	var out []pending
+	for _, m := range msgs {
+		sm, err := p.stageMsg(ctx, m)
+		if err != nil {
+			p.retryLater(m, err)
+			continue
+		}
+		if sm == nil {
+			continue // refused
+		}
+		fut, err := p.d.JS.PublishMsgAsync(sm, jetstream.WithMsgID(sm.Header.Get(headerItem)))
+		if err != nil {
+			p.retryLater(m, err)
+			continue
+		}
+		out = append(out, pending{m, fut})
+	}
+	timeout := time.NewTimer(stream.PublishTimeout)
+	defer timeout.Stop()
+	staged := 0
+	for _, s := range out {
+		select {
+		case <-s.fut.Ok():
+			if err := s.m.Ack(); err != nil {
+				p.log.Debug().Err(err).Msg("ack item (a redelivery is staged once: Msg-Id and claim)")
+			}
+			staged++
+		case err := <-s.fut.Err():
+			p.retryLater(s.m, fmt.Errorf("stage item: %w", err))
+		case <-timeout.C:
+			p.retryLater(s.m, errors.New("stage item: no acknowledgement in time"))
+		case <-ctx.Done():
+			p.retryLater(s.m, ctx.Err())
+		}
+	}
+	p.count(func(s *Stats) { s.Staged += int64(staged) })
+}
+
+// stageMsg checks one batch.items message and returns its stage message;
+// nil when the item was refused (answered and dead-lettered), an error
+// when it must be tried again.
+func (p *Packer) stageMsg(ctx context.Context, m jetstream.Msg) (*nats.Msg, error) {
 	it, id, err := contract.DecodeItem(m.Data())
 	if err != nil {
 		var ce *contract.Error
@@ -48,19 +108,19 @@ func (p *Packer) handleItem(ctx context.Context, m jetstream.Msg) {
 			ce = contract.Errorf(contract.CodeInvalidInput, "%v", err)
 		}
 		p.reject(ctx, m, id, it.Metadata, ce)
-		return
+		return nil, nil
 	}
 	g := Group{Provider: it.Provider, Endpoint: it.Endpoint, Model: it.Model()}
 	line, err := inputLine(&it)
 	if err != nil {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput, "body: %v", err))
-		return
+		return nil, nil
 	}
 	lim := p.cfg.limitsFor(g)
 	if n := int64(len(line)) + 1; n > lim.bytes {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput,
 			"the item is %d bytes as a batch input line, more than a pack's %d (PACK_MAX_BYTES)", n, lim.bytes))
-		return
+		return nil, nil
 	}
 	// Tokenizing costs ~100 µs a KB: only a group with a token budget
 	// needs it; the others carry the byte rule's figure.
@@ -71,26 +131,17 @@ func (p *Packer) handleItem(ctx context.Context, m jetstream.Msg) {
 	if lim.tokens > 0 && tokens > lim.tokens {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput,
 			"the item's estimated %d input tokens exceed model %s's enqueued token budget %d (ENQUEUED_TOKEN_LIMITS)", tokens, g.Model, lim.tokens))
-		return
+		return nil, nil
 	}
 	if err := p.ensureGroup(ctx, g); err != nil {
-		p.retryLater(m, err)
-		return
+		return nil, err
 	}
-	opts := []stream.PublishOpt{stream.WithMsgID(id), stream.WithHeader(headerItem, id),
-		stream.WithHeader(headerTokens, strconv.FormatInt(tokens, 10))}
+	h := nats.Header{headerItem: {id}, headerTokens: {strconv.FormatInt(tokens, 10)}}
 	if len(it.Metadata) > 0 {
 		meta, _ := json.Marshal(it.Metadata)
-		opts = append(opts, stream.WithHeader(headerMetadata, string(meta)))
+		h.Set(headerMetadata, string(meta))
 	}
-	if _, err := stream.PublishRaw(ctx, p.d.JS, g.subject(), line, opts...); err != nil {
-		p.retryLater(m, err)
-		return
-	}
-	if err := m.Ack(); err != nil {
-		p.log.Debug().Err(err).Str("custom_id", id).Msg("ack item (a redelivery is staged once: Msg-Id and claim)")
-	}
-	p.count(func(s *Stats) { s.Staged++ })
+	return &nats.Msg{Subject: g.subject(), Data: line, Header: h}, nil
 }
 
 func (p *Packer) retryLater(m jetstream.Msg, err error) {
@@ -102,9 +153,14 @@ func (p *Packer) retryLater(m jetstream.Msg, err error) {
 // {"custom_id","method":"POST","url","body"} with the body compacted (a
 // JSONL line holds no newline).
 func inputLine(it *contract.Item) ([]byte, error) {
-	var body bytes.Buffer
-	if err := json.Compact(&body, it.Body); err != nil {
-		return nil, err
+	// A body without line breaks is used as it is (DecodeItem checked it
+	// is JSON); one with them is compacted, since a JSONL line holds none.
+	body := bytes.NewBuffer(bytes.TrimSpace(it.Body))
+	if bytes.ContainsAny(it.Body, "\r\n") {
+		body = new(bytes.Buffer)
+		if err := json.Compact(body, it.Body); err != nil {
+			return nil, err
+		}
 	}
 	id, _ := json.Marshal(it.CustomID)
 	url, _ := json.Marshal(it.Endpoint)

@@ -223,3 +223,40 @@ func Heartbeat(ctx context.Context, m jetstream.Msg, every time.Duration) (stop 
 	})
 	return func() { cancel(); wg.Wait() }
 }
+
+// BatchHandler processes a batch of messages and must ack, nak or term
+// each; ctx is cancelled only at the hard stop deadline.
+type BatchHandler func(ctx context.Context, msgs []jetstream.Msg)
+
+// ConsumeBatches runs handler over batches of up to opt.Concurrency
+// messages, one batch at a time, until ctx is done; it then lets the batch
+// in hand finish for up to StopTimeout before cancelling its context. It
+// suits handlers that pipeline their work (asynchronous publishes) where a
+// goroutine per message would cost more than the work.
+func ConsumeBatches(ctx context.Context, c jetstream.Consumer, opt ConsumeOptions, handler BatchHandler) error {
+	n := max(opt.Concurrency, 1)
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	go func() {
+		select {
+		case <-ctx.Done():
+			sleepCtx(work, cmp.Or(opt.StopTimeout, 8*time.Second))
+			cancelWork()
+		case <-work.Done():
+		}
+	}()
+	for ctx.Err() == nil {
+		var msgs []jetstream.Msg
+		_, err := fetch(ctx, c, n, opt, func(m jetstream.Msg) { msgs = append(msgs, m) })
+		if len(msgs) > 0 {
+			handler(work, msgs)
+		}
+		if err == nil {
+			continue
+		}
+		if c, err = afterFetchError(ctx, c, opt, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
