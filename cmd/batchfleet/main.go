@@ -4,6 +4,7 @@
 //	batchfleet report [--since 24h]                the report: outcomes, durations, requests, tokens, cost
 //	batchfleet dlq ls|replay                       dead letters
 //	batchfleet publish --key KEY [--wait] FILE     publish a job
+//	batchfleet items publish [--wait] FILE         publish single requests, one per line
 //	batchfleet ui [--addr 127.0.0.1:8088]          the web dashboard
 //	batchfleet dev [--demo]                        the whole fleet in one process on embedded defaults
 //

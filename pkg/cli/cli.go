@@ -1,5 +1,5 @@
 // Package cli is the batchfleet operator command: jobs (ls, show, watch,
-// cancel, results), report, dlq, publish, ui, index and dev, built on
+// cancel, results), report, dlq, publish, items publish, ui, index and dev, built on
 // spf13/cobra. Every command prints a table for people or, with -o json,
 // JSON for scripts; errors go to stderr with a non-zero exit.
 package cli
