@@ -121,7 +121,7 @@ func (f *fleet) packBatches() (map[string][]emulator.BatchInfo, int) {
 // republished afterwards yields no second vendor request and no second
 // event.
 func TestItemsPackedAndAnswered(t *testing.T) {
-	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_REQUESTS=2500", "PACK_MAX_AGE=3s", "SUBMIT_RATE=0"}})
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_REQUESTS=2500", "PACK_MAX_AGE=10s", "SUBMIT_RATE=0"}})
 	f.start("submitter", 2)
 	f.start("poller", 1)
 	f.start("notifier", 1)
