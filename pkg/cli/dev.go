@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -91,12 +92,19 @@ Publish the sample job and wait for its batch.completed:
   go run ./cmd/batchfleet publish --nats %s --key demo-$(date +%%s) --wait examples/sample.jsonl
 A Claude job (Anthropic Message Batches requests):
   go run ./cmd/batchfleet publish --nats %s --provider anthropic --key claude-demo-$(date +%%s) --wait %s
+Single requests, one {"custom_id","body"} per line (packed within PACK_MAX_AGE, 5s here):
+  go run ./cmd/batchfleet items publish --nats %s --wait FILE.jsonl
 Then: go run ./cmd/batchfleet jobs ls --nats %s   (and: report, jobs show KEY, jobs watch KEY)
 
-`, a.NATSURL, a.RedisURL, a.RedisKind, a.OpenAIBaseURL, a.AnthropicBaseURL, ui, a.NATSURL, a.NATSURL, claude, a.NATSURL)
+`, a.NATSURL, a.RedisURL, a.RedisKind, a.OpenAIBaseURL, a.AnthropicBaseURL, ui, a.NATSURL, a.NATSURL, claude, a.NATSURL, a.NATSURL)
 			if demo {
+				now := time.Now().Unix()
+				items, err := writeDemoItems(o.DataDir, now)
+				if err != nil {
+					return err
+				}
 				go func() {
-					for _, args := range demoJobs(a.NATSURL, time.Now().Unix(), claude) {
+					for _, args := range demoJobs(a.NATSURL, now, claude, items) {
 						root := New(e.out, e.errOut)
 						root.SetArgs(args)
 						if err := root.ExecuteContext(ctx); err != nil {
@@ -114,7 +122,7 @@ Then: go run ./cmd/batchfleet jobs ls --nats %s   (and: report, jobs show KEY, j
 	fl.StringVar(&o.EmulatorAddr, "emulator", o.EmulatorAddr, "vendor emulator listen address")
 	fl.StringVar(&uiAddr, "ui", "127.0.0.1:8088", "dashboard listen address (\"\" for none)")
 	fl.StringVar(&logFormat, "log", "auto", "log format: auto (console on a terminal), console or json")
-	fl.BoolVar(&demo, "demo", false, "publish examples/sample.jsonl and a 3-request Claude job once the fleet runs and print their batch.completed")
+	fl.BoolVar(&demo, "demo", false, "publish examples/sample.jsonl, a 3-request Claude job and 3 single requests once the fleet runs and print their batch.completed and batch.item.completed")
 	return c
 }
 
@@ -135,12 +143,28 @@ func writeDemoClaude(dir string) (string, error) {
 	return path, nil
 }
 
-// demoJobs are the publish commands of --demo, run one after the other:
-// the OpenAI sample job, then the Claude job at claude.
-func demoJobs(natsURL string, now int64, claude string) [][]string {
+// writeDemoItems writes the demo's single requests (custom_ids of this
+// run, so each run is answered) into the data directory and returns the
+// file's path.
+func writeDemoItems(dir string, now int64) (string, error) {
+	var b strings.Builder
+	for i, q := range []string{"Name a colour.", "Say hello in French.", "What is 2 + 2?"} {
+		fmt.Fprintf(&b, `{"custom_id":"demo-item-%d-%d","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":%q}]},"metadata":{"demo":"true"}}`+"\n", now, i+1, q)
+	}
+	path := filepath.Join(dir, "demo-items.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("write the demo's single requests: %w", err)
+	}
+	return path, nil
+}
+
+// demoJobs are the commands of --demo, run one after the other: the OpenAI
+// sample job, the Claude job at claude, then the single requests at items.
+func demoJobs(natsURL string, now int64, claude, items string) [][]string {
 	return [][]string{
 		{"publish", "--nats", natsURL, "--key", fmt.Sprintf("demo-%d", now), "--wait", "examples/sample.jsonl"},
 		{"publish", "--nats", natsURL, "--provider", "anthropic", "--key", fmt.Sprintf("claude-demo-%d", now), "--wait", claude},
+		{"items", "publish", "--nats", natsURL, "--wait", items},
 	}
 }
 

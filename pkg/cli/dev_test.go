@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,10 +37,22 @@ func TestDemoClaudeJobIsThreeClaudeRequests(t *testing.T) {
 
 	path, err := writeDemoClaude(t.TempDir())
 	require.NoError(t, err)
+	items, err := writeDemoItems(t.TempDir(), 7)
+	require.NoError(t, err)
+	data, err := os.ReadFile(items)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	require.Len(t, lines, 3)
+	for i, l := range lines {
+		it, _, err := contract.DecodeItem([]byte(l))
+		require.NoError(t, err, l)
+		require.Equal(t, fmt.Sprintf("demo-item-7-%d", i+1), it.CustomID)
+	}
 	require.Equal(t, [][]string{
 		{"publish", "--nats", "nats://n", "--key", "demo-7", "--wait", "examples/sample.jsonl"},
 		{"publish", "--nats", "nats://n", "--provider", "anthropic", "--key", "claude-demo-7", "--wait", path},
-	}, demoJobs("nats://n", 7, path))
+		{"items", "publish", "--nats", "nats://n", "--wait", items},
+	}, demoJobs("nats://n", 7, path, items))
 }
 
 // syncBuffer is a bytes.Buffer safe for the demo's goroutine and the test.
@@ -61,7 +75,7 @@ func (s *syncBuffer) String() string {
 
 // `dev --demo` publishes the sample job and then the Claude job, and
 // prints the batch.completed of each.
-func TestDevDemoPublishesTheSampleAndAClaudeJob(t *testing.T) {
+func TestDevDemoPublishesTheSampleAClaudeJobAndItems(t *testing.T) {
 	t.Chdir("../..") // examples/sample.jsonl, as from the README
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -72,23 +86,37 @@ func TestDevDemoPublishesTheSampleAndAClaudeJob(t *testing.T) {
 			"--emulator", "127.0.0.1:0", "--ui", "", "--log", "json"}, &out, &errOut)
 	}()
 	var events []contract.Completed
+	var items []contract.ItemCompleted
 	deadline := time.Now().Add(90 * time.Second)
-	for len(events) < 2 {
+	for len(events) < 2 || len(items) < 3 {
 		select {
 		case c := <-code:
 			t.Fatalf("dev exited with %d: %s", c, errOut.String())
 		case <-time.After(100 * time.Millisecond):
 		}
-		require.True(t, time.Now().Before(deadline), "no two batch.completed in 90s; stderr: %s", errOut.String())
-		events = events[:0]
+		require.True(t, time.Now().Before(deadline), "no two batch.completed and three batch.item.completed in 90s; stderr: %s", errOut.String())
+		events, items = events[:0], items[:0]
 		dec := json.NewDecoder(strings.NewReader(out.String()))
 		for {
-			var ev contract.Completed
-			if err := dec.Decode(&ev); err != nil {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
 				break
 			}
+			if strings.Contains(string(raw), `"custom_id"`) {
+				var it contract.ItemCompleted
+				require.NoError(t, json.Unmarshal(raw, &it))
+				items = append(items, it)
+				continue
+			}
+			var ev contract.Completed
+			require.NoError(t, json.Unmarshal(raw, &ev))
 			events = append(events, ev)
 		}
+	}
+	for _, it := range items {
+		require.Equal(t, contract.OutcomeSucceeded, it.Outcome, "%+v", it)
+		require.Equal(t, map[string]string{"demo": "true"}, it.Metadata)
+		require.True(t, strings.HasPrefix(it.JobKey, contract.PackKeyPrefix), it.JobKey)
 	}
 	cancel()
 	require.Equal(t, 0, <-code, errOut.String())

@@ -125,6 +125,7 @@ func workerEnv(env config.Lookup, a Addrs) config.Lookup {
 		"OPENAI_BASE_URL": a.OpenAIBaseURL, "OPENAI_API_KEY": "sk-dev",
 		"ANTHROPIC_BASE_URL": a.AnthropicBaseURL, "ANTHROPIC_API_KEY": "sk-dev",
 		"POLL_INITIAL_INTERVAL": "500ms", "POLL_MAX_INTERVAL": "5s", "POLL_SWEEP_INTERVAL": "1s", "RETRY_BACKOFF": "2s",
+		"PACK_MAX_AGE": "5s",
 	}
 	return func(k string) (string, bool) {
 		if v, ok := env(k); ok && v != "" {
