@@ -145,7 +145,7 @@ func (p *itemsRun) run(ctx context.Context, path string, stdin io.Reader) error 
 	if p.wait {
 		streams = append(streams, stream.Events)
 	}
-	if err := ensureMissing(ctx, js, streams...); err != nil {
+	if err := stream.EnsureMissing(ctx, js, stream.Settings{}, streams...); err != nil {
 		return err
 	}
 	var w *itemsWaiter
@@ -290,23 +290,6 @@ func marshalItem(it contract.Item) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
-// ensureMissing creates those of the named streams that do not exist yet
-// (an existing stream keeps the fleet's settings: replicas, max age).
-func ensureMissing(ctx context.Context, js jetstream.JetStream, names ...string) error {
-	for _, name := range names {
-		_, err := js.Stream(ctx, name)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			if err := stream.Ensure(ctx, js, stream.Settings{}, name); err != nil {
-				return err
-			}
-		case err != nil:
-			return fmt.Errorf("open stream %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // publishItems reads the checked file again and publishes every item to

@@ -57,7 +57,7 @@ func RequestFromJSONL(key string, r io.Reader, meta map[string]string) (contract
 
 // Publish JetStream-publishes a request with its key as Nats-Msg-Id.
 func Publish(ctx context.Context, js jetstream.JetStream, req contract.Request) error {
-	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Requests); err != nil {
+	if err := stream.EnsureMissing(ctx, js, stream.Settings{}, stream.Requests); err != nil {
 		return err
 	}
 	_, err := stream.Publish(ctx, js, contract.SubjectRequests, req, stream.WithMsgID(req.IdempotencyKey))
@@ -67,7 +67,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, req contract.Request) 
 // WaitCompleted returns the batch.completed event of key, waiting for it
 // if it has not been published yet.
 func WaitCompleted(ctx context.Context, js jetstream.JetStream, key string) (contract.Completed, error) {
-	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Events); err != nil {
+	if err := stream.EnsureMissing(ctx, js, stream.Settings{}, stream.Events); err != nil {
 		return contract.Completed{}, err
 	}
 	c, err := js.OrderedConsumer(ctx, stream.Events, jetstream.OrderedConsumerConfig{
@@ -130,7 +130,7 @@ func Cancel(ctx context.Context, js jetstream.JetStream, st *jobstore.Store, key
 	if j.Final {
 		return fmt.Errorf("%w: job %q is already final (%s)", ErrFinal, key, j.Outcome)
 	}
-	if err := stream.Ensure(ctx, js, stream.Settings{}, stream.Cancels); err != nil {
+	if err := stream.EnsureMissing(ctx, js, stream.Settings{}, stream.Cancels); err != nil {
 		return err
 	}
 	_, err = stream.Publish(ctx, js, contract.SubjectCancel, contract.Cancel{IdempotencyKey: key})

@@ -65,3 +65,19 @@ func TestEnsureUpdatesOnlyOnChange(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Hour, st.TTL())
 }
+
+// The operator CLI declares streams without knowing the fleet's settings:
+// an existing stream keeps them (EVENTS_MAX_AGE of 30 days is not reset
+// to the 7-day default), a missing one is created.
+func TestEnsureMissingKeepsTheFleetsSettings(t *testing.T) {
+	ns := fleettest.StartNATS(t)
+	_, js := fleettest.Connect(t, ns.URL())
+	ctx := t.Context()
+	require.NoError(t, stream.Ensure(ctx, js, stream.Settings{EventsMaxAge: 30 * 24 * time.Hour}, stream.Events))
+	require.NoError(t, stream.EnsureMissing(ctx, js, stream.Settings{}, stream.Events, stream.Items))
+	s, err := js.Stream(ctx, stream.Events)
+	require.NoError(t, err)
+	require.Equal(t, 30*24*time.Hour, s.CachedInfo().Config.MaxAge, "the fleet's EVENTS_MAX_AGE is kept")
+	_, err = js.Stream(ctx, stream.Items)
+	require.NoError(t, err, "a missing stream is created")
+}

@@ -3,6 +3,7 @@ package stream
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -160,4 +161,23 @@ func Recreate(js jetstream.JetStream, s Settings, stream string, cfg jetstream.C
 		}
 		return EnsureConsumer(ctx, js, stream, cfg)
 	}
+}
+
+// EnsureMissing creates those of the named streams that do not exist yet,
+// with s's settings, and leaves an existing stream as it is: a tool that
+// does not know the fleet's settings (the operator CLI) must not reset
+// them (replicas, max age) by declaring the defaults.
+func EnsureMissing(ctx context.Context, js jetstream.StreamManager, s Settings, names ...string) error {
+	for _, name := range names {
+		_, err := js.Stream(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if err := Ensure(ctx, js, s, name); err != nil {
+				return err
+			}
+		case err != nil:
+			return fmt.Errorf("open stream %s: %w", name, err)
+		}
+	}
+	return nil
 }
