@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -171,7 +172,7 @@ func (e *Emulator) handleCreateBatch(c *call) {
 	e.log.Debug().Str("batch_id", b.id).Int("requests", b.total).Msg("batch created")
 
 	if e.dropAfterCreate() {
-		dropConn(c)
+		e.dropConn(c)
 		return
 	}
 	c.json(http.StatusOK, view)
@@ -181,9 +182,12 @@ func (e *Emulator) handleCreateBatch(c *call) {
 const statusDropped = 0
 
 // dropConn closes c's connection without an answer, as a network failure
-// after the vendor committed would.
-func dropConn(c *call) {
+// after the vendor committed would. The call is logged first: the client
+// sees the connection close, and a test reading the log then finds it.
+func (e *Emulator) dropConn(c *call) {
 	c.status = statusDropped
+	e.calls.add(c, time.Now())
+	c.logged = true
 	if hj, ok := c.w.(http.Hijacker); ok {
 		if conn, _, err := hj.Hijack(); err == nil {
 			_ = conn.Close()

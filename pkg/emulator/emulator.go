@@ -140,6 +140,7 @@ type call struct {
 	requestID string // Anthropic's request-id
 	status    int
 	started   time.Time
+	logged    bool // added to the call log before the handler returned
 }
 
 func (c *call) json(status int, v any) {
@@ -173,7 +174,11 @@ func (e *Emulator) route(pattern, op string, guard func(*call, Faults) bool, h f
 		if slices.Contains(batchPathOps, op) {
 			c.batchID = r.PathValue("id")
 		}
-		defer func() { e.calls.add(c, time.Now()) }()
+		defer func() {
+			if !c.logged {
+				e.calls.add(c, time.Now())
+			}
+		}()
 		f := e.Faults()
 		if !sleepCtx(r.Context(), f.Latency) {
 			c.status = statusClientClosed

@@ -78,7 +78,7 @@ func (e *Emulator) handleCreateMsgBatch(c *call) {
 	e.log.Debug().Str("batch_id", m.id).Int("requests", len(reqs)).Msg("message batch created")
 
 	if e.dropAfterCreate() {
-		dropConn(c)
+		e.dropConn(c)
 		return
 	}
 	c.json(http.StatusOK, view)
