@@ -345,3 +345,42 @@ func TestPackCrashWindows(t *testing.T) {
 		})
 	}
 }
+
+// Single requests of both providers: Anthropic items are packed into an
+// Anthropic Message Batch (custom_ids rewritten to the pack's tags on the
+// way in and back on the way out) and answered like OpenAI ones.
+func TestItemsOfBothProviders(t *testing.T) {
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_AGE=1s", "SUBMIT_RATE=0"}})
+	f.startAll()
+	answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
+	var msgs [][]byte
+	var ids []string
+	for i := range 6 {
+		id := fmt.Sprintf("both-%d", i)
+		ids = append(ids, id)
+		if i%2 == 0 {
+			msgs = append(msgs, item(id, "gpt-4o-mini", i))
+			continue
+		}
+		data, _ := json.Marshal(contract.Item{CustomID: id, Provider: contract.ProviderAnthropic,
+			Body:     json.RawMessage(fmt.Sprintf(`{"model":%q,"max_tokens":64,"messages":[{"role":"user","content":"item %d"}]}`, claudeModel, i)),
+			Metadata: map[string]string{"i": fmt.Sprint(i)}})
+		msgs = append(msgs, data)
+	}
+	f.publishItems(msgs, ids)
+	got := readItems(t, answers, ids, 90*time.Second)
+	for i, id := range ids {
+		ev := got[id]
+		require.Equal(t, contract.OutcomeSucceeded, ev.Outcome, "%s: %+v", id, ev.Error)
+		require.Equal(t, fmt.Sprint(i), ev.Metadata["i"])
+		if i%2 == 1 {
+			require.Contains(t, ev.JobKey, "claude", "an Anthropic pack")
+			require.Contains(t, string(ev.Response.Body), `"type":"message"`, "a Message")
+		}
+	}
+	providers := map[string]int{}
+	for _, b := range f.vendorBatches() {
+		providers[b.Provider]++
+	}
+	require.Equal(t, map[string]int{emulator.ProviderOpenAI: 1, emulator.ProviderAnthropic: 1}, providers, "one pack per provider")
+}
