@@ -314,6 +314,7 @@ func TestPackCrashWindows(t *testing.T) {
 		{"pack/fanout-after-chunk", "notifier"},
 	} {
 		t.Run(strings.ReplaceAll(tc.point, "/", "_"), func(t *testing.T) {
+			t.Parallel() // mostly waiting for a kill and a takeover
 			f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_AGE=1s", "PACK_LOCK_TTL=3s", "SUBMIT_RATE=0"}})
 			armed := f.start(tc.kind, 1, failpoint.Env+"="+tc.point+"=kill")[0]
 			if tc.kind == "submitter" {
