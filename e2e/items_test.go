@@ -32,6 +32,19 @@ func item(id, model string, i int) []byte {
 	return data
 }
 
+// itemsOf builds n items "<prefix>-<i>" over models in turn, with their
+// custom_ids.
+func itemsOf(prefix string, n int, models ...string) ([][]byte, []string) {
+	var msgs [][]byte
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("%s-%05d", prefix, i)
+		ids = append(ids, id)
+		msgs = append(msgs, item(id, models[i%len(models)], i))
+	}
+	return msgs, ids
+}
+
 // publishItems publishes messages on batch.items, pipelined, with each
 // custom_id as Nats-Msg-Id when ids is set.
 func (f *fleet) publishItems(msgs [][]byte, ids []string) {
@@ -128,13 +141,7 @@ func TestItemsPackedAndAnswered(t *testing.T) {
 	answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
 	models := []string{"gpt-4o-mini", "gpt-4.1-mini"}
 	const n = 10000
-	var msgs [][]byte
-	var ids []string
-	for i := range n {
-		id := fmt.Sprintf("it-%05d", i)
-		ids = append(ids, id)
-		msgs = append(msgs, item(id, models[i%2], i))
-	}
+	msgs, ids := itemsOf("it", n, models...)
 	start := time.Now()
 	f.publishItems(msgs, ids)
 	t.Logf("published %d items in %s", n, time.Since(start).Round(time.Millisecond))
@@ -176,13 +183,7 @@ func TestPackerKilledMidPack(t *testing.T) {
 	f.start("notifier", 1)
 	answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
 	const n = 3000
-	var msgs [][]byte
-	var ids []string
-	for i := range n {
-		id := fmt.Sprintf("kill-%04d", i)
-		ids = append(ids, id)
-		msgs = append(msgs, item(id, "gpt-4o-mini", i))
-	}
+	msgs, ids := itemsOf("kill", n, "gpt-4o-mini")
 	f.publishItems(msgs[:n/2], ids[:n/2])
 	// Kill the group's leader while its pack is open.
 	var lead *fleettest.Process
@@ -275,13 +276,7 @@ func TestPackTokenLimit(t *testing.T) {
 	answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
 	retries := subscribe[contract.Retry](f, contract.SubjectRetry)
 	const n = 1200
-	var msgs [][]byte
-	var ids []string
-	for i := range n {
-		id := fmt.Sprintf("tok-%04d", i)
-		ids = append(ids, id)
-		msgs = append(msgs, item(id, "gpt-4o-mini", i))
-	}
+	msgs, ids := itemsOf("tok", n, "gpt-4o-mini")
 	f.publishItems(msgs, ids)
 	got := readItems(t, answers, ids, 3*time.Minute)
 	for _, id := range ids {
@@ -325,13 +320,7 @@ func TestPackCrashWindows(t *testing.T) {
 			f.start("poller", 1)
 			answers := subscribe[contract.ItemCompleted](f, contract.SubjectItemCompleted)
 			const n = 2500
-			var msgs [][]byte
-			var ids []string
-			for i := range n {
-				id := fmt.Sprintf("crash-%04d", i)
-				ids = append(ids, id)
-				msgs = append(msgs, item(id, "gpt-4o-mini", i))
-			}
+			msgs, ids := itemsOf("crash", n, "gpt-4o-mini")
 			f.publishItems(msgs, ids)
 			awaitKilled(t, armed, 60*time.Second)
 			f.start(tc.kind, 1)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchfleet/batchfleet/bench/benchfmt"
 	"github.com/batchfleet/batchfleet/pkg/batchapi"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
@@ -121,25 +122,25 @@ func BenchmarkLargeJob(b *testing.B) {
 
 	transfer := raw.upload + raw.download
 	ratio := total.Seconds() / transfer.Seconds()
-	t := table{header: []string{"measure", "value", "target"}}
-	t.add("requests", fmt.Sprint(n), "")
-	t.add("input MB", fmt.Sprintf("%.1f", float64(inSize)/1e6), "")
-	t.add("output MB", fmt.Sprintf("%.1f", float64(raw.outBytes)/1e6), "")
-	t.add("object put s", secs(put), "")
-	t.add("publish→completed s (from put start)", secs(total), fmt.Sprintf("< %.2f (%d× raw)", targetRatio*transfer.Seconds(), targetRatio))
+	t := benchfmt.Table{Header: []string{"measure", "value", "target"}}
+	t.Add("requests", fmt.Sprint(n), "")
+	t.Add("input MB", fmt.Sprintf("%.1f", float64(inSize)/1e6), "")
+	t.Add("output MB", fmt.Sprintf("%.1f", float64(raw.outBytes)/1e6), "")
+	t.Add("object put s", secs(put), "")
+	t.Add("publish→completed s (from put start)", secs(total), fmt.Sprintf("< %.2f (%d× raw)", targetRatio*transfer.Seconds(), targetRatio))
 	for _, st := range stages {
-		t.add(st[0], st[1], "")
+		t.Add(st[0], st[1], "")
 	}
-	t.add("raw upload s", secs(raw.upload), "")
-	t.add("raw download s", secs(raw.download), "")
-	t.add("raw transfer s (upload + download)", secs(transfer), "")
-	t.add("raw batch create→completed s (vendor work, not in raw transfer)", secs(raw.vendor), "")
-	t.add("ratio (publish→completed / raw transfer)", fmt.Sprintf("%.2f", ratio), fmt.Sprintf("< %d: %s", targetRatio, verdict(ratio < targetRatio)))
-	t.add("submitter peak RSS MiB", fmt.Sprintf("%.1f", rss["submitter"]), fmt.Sprintf("< %d: %s", targetRSSMiB, verdict(rss["submitter"] < targetRSSMiB)))
-	t.add("notifier peak RSS MiB", fmt.Sprintf("%.1f", rss["notifier"]), fmt.Sprintf("< %d: %s", targetRSSMiB, verdict(rss["notifier"] < targetRSSMiB)))
-	t.add("poller peak RSS MiB", fmt.Sprintf("%.1f", rss["poller"]), "")
-	t.add("emulator peak RSS MiB (fleet run)", fmt.Sprintf("%.1f", rss["emulator"]), "")
-	t.add("emulator peak RSS MiB (after raw transfer)", fmt.Sprintf("%.1f", emuAfter), "")
+	t.Add("raw upload s", secs(raw.upload), "")
+	t.Add("raw download s", secs(raw.download), "")
+	t.Add("raw transfer s (upload + download)", secs(transfer), "")
+	t.Add("raw batch create→completed s (vendor work, not in raw transfer)", secs(raw.vendor), "")
+	t.Add("ratio (publish→completed / raw transfer)", fmt.Sprintf("%.2f", ratio), fmt.Sprintf("< %d: %s", targetRatio, verdict(ratio < targetRatio)))
+	t.Add("submitter peak RSS MiB", fmt.Sprintf("%.1f", rss["submitter"]), fmt.Sprintf("< %d: %s", targetRSSMiB, verdict(rss["submitter"] < targetRSSMiB)))
+	t.Add("notifier peak RSS MiB", fmt.Sprintf("%.1f", rss["notifier"]), fmt.Sprintf("< %d: %s", targetRSSMiB, verdict(rss["notifier"] < targetRSSMiB)))
+	t.Add("poller peak RSS MiB", fmt.Sprintf("%.1f", rss["poller"]), "")
+	t.Add("emulator peak RSS MiB (fleet run)", fmt.Sprintf("%.1f", rss["emulator"]), "")
+	t.Add("emulator peak RSS MiB (after raw transfer)", fmt.Sprintf("%.1f", emuAfter), "")
 	b.Logf("large job, %d requests, 1 submitter / 1 poller / 1 notifier, emulator phases 10ms, EMULATOR_REPLY_BYTES=%d:\n%s", n, replyBytes, t.String())
 
 	b.ReportMetric(0, "ns/op")

@@ -62,39 +62,6 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
-// table is a markdown table of figures with an optional target column.
-type table struct {
-	header []string
-	rows   [][]string
-}
-
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) String() string {
-	var sb strings.Builder
-	line := func(cells []string) {
-		sb.WriteString("|")
-		for i := range t.header {
-			c := ""
-			if i < len(cells) {
-				c = cells[i]
-			}
-			sb.WriteString(" " + c + " |")
-		}
-		sb.WriteString("\n")
-	}
-	line(t.header)
-	sep := make([]string, len(t.header))
-	for i := range sep {
-		sep[i] = "---"
-	}
-	line(sep)
-	for _, r := range t.rows {
-		line(r)
-	}
-	return sb.String()
-}
-
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
 
 func msec(d time.Duration) string {

@@ -2,7 +2,6 @@ package largebench
 
 import (
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,18 +30,4 @@ func TestPercentile(t *testing.T) {
 	require.Equal(t, time.Duration(10), percentile(s, 0.99))
 	require.Equal(t, time.Duration(1), percentile(s, 0.01))
 	require.Zero(t, percentile(nil, 0.5))
-}
-
-func TestTable(t *testing.T) {
-	t.Parallel()
-	tb := table{header: []string{"measure", "value", "target"}}
-	tb.add("jobs/s", "120.0", "≥ 100: met")
-	tb.add("input MB", "100.0")
-	want := strings.Join([]string{
-		"| measure | value | target |",
-		"| --- | --- | --- |",
-		"| jobs/s | 120.0 | ≥ 100: met |",
-		"| input MB | 100.0 |  |",
-	}, "\n") + "\n"
-	require.Equal(t, want, tb.String())
 }

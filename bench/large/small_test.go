@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchfleet/batchfleet/bench/benchfmt"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 )
 
@@ -109,20 +110,20 @@ func BenchmarkSmallJobs(b *testing.B) {
 	notRSS := peakMiB(b, "notifier", not.Pid())
 	f.logProblems()
 
-	t := table{header: []string{"measure", "value", "target"}}
-	t.add("jobs × requests", fmt.Sprintf("%d × %d", jobs, per), "")
-	t.add("submitters / pollers / notifiers", "2 / 2 / 1", "")
-	t.add("NOTIFY_CONCURRENCY", concurrency, "")
-	t.add("publish all s", secs(publishing), "")
-	t.add("first publish → last completed s", secs(wall), "")
-	t.add("jobs/s (fleet)", fmt.Sprintf("%.1f", jobsPerSec), "")
-	t.add("publish→completed p50 ms", msec(percentile(lat, 0.50)), "")
-	t.add("publish→completed p99 ms", msec(percentile(lat, 0.99)), "")
-	t.add("publish→completed max ms", msec(lat[len(lat)-1]), "")
-	t.add("notifier first → last completion s", secs(span), "")
-	t.add("notifier jobs/s", fmt.Sprintf("%.1f", notifierRate),
+	t := benchfmt.Table{Header: []string{"measure", "value", "target"}}
+	t.Add("jobs × requests", fmt.Sprintf("%d × %d", jobs, per), "")
+	t.Add("submitters / pollers / notifiers", "2 / 2 / 1", "")
+	t.Add("NOTIFY_CONCURRENCY", concurrency, "")
+	t.Add("publish all s", secs(publishing), "")
+	t.Add("first publish → last completed s", secs(wall), "")
+	t.Add("jobs/s (fleet)", fmt.Sprintf("%.1f", jobsPerSec), "")
+	t.Add("publish→completed p50 ms", msec(percentile(lat, 0.50)), "")
+	t.Add("publish→completed p99 ms", msec(percentile(lat, 0.99)), "")
+	t.Add("publish→completed max ms", msec(lat[len(lat)-1]), "")
+	t.Add("notifier first → last completion s", secs(span), "")
+	t.Add("notifier jobs/s", fmt.Sprintf("%.1f", notifierRate),
 		fmt.Sprintf("≥ %d: %s", targetNotifierJobsPerSec, verdict(notifierRate >= targetNotifierJobsPerSec)))
-	t.add("notifier peak RSS MiB", fmt.Sprintf("%.1f", notRSS), "")
+	t.Add("notifier peak RSS MiB", fmt.Sprintf("%.1f", notRSS), "")
 	b.Logf("small jobs, emulator latency 0 and phases 10ms:\n%s", t.String())
 
 	b.ReportMetric(0, "ns/op")

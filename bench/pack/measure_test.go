@@ -213,39 +213,6 @@ func (m measure) cpuPerItem() string {
 	return fmt.Sprintf("%.1f µs", float64(m.cpu)/float64(m.n)/float64(time.Microsecond))
 }
 
-// table is a markdown table of figures.
-type table struct {
-	header []string
-	rows   [][]string
-}
-
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) String() string {
-	var sb strings.Builder
-	line := func(cells []string) {
-		sb.WriteString("|")
-		for i := range t.header {
-			c := ""
-			if i < len(cells) {
-				c = cells[i]
-			}
-			sb.WriteString(" " + c + " |")
-		}
-		sb.WriteString("\n")
-	}
-	line(t.header)
-	sep := make([]string, len(t.header))
-	for i := range sep {
-		sep[i] = "---"
-	}
-	line(sep)
-	for _, r := range t.rows {
-		line(r)
-	}
-	return sb.String()
-}
-
 // verdict says whether a figure meets its target, for the table.
 func verdict(ok bool) string {
 	if ok {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,20 +11,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/results"
 )
-
-func TestTable(t *testing.T) {
-	t.Parallel()
-	tb := table{header: []string{"measure", "value", "target"}}
-	tb.add("items/s", "9,000", "≥ 50%: NOT met")
-	tb.add("packs", "10")
-	want := strings.Join([]string{
-		"| measure | value | target |",
-		"| --- | --- | --- |",
-		"| items/s | 9,000 | ≥ 50%: NOT met |",
-		"| packs | 10 |  |",
-	}, "\n") + "\n"
-	require.Equal(t, want, tb.String())
-}
 
 func TestThousands(t *testing.T) {
 	t.Parallel()

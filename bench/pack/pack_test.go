@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/batchfleet/batchfleet/bench/benchfmt"
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
 	"github.com/batchfleet/batchfleet/pkg/jobstore"
@@ -116,7 +117,7 @@ func report(b *testing.B, m measure, unit string) {
 }
 
 func (f *figures) table() string {
-	t := table{header: []string{"measure", "value", "cpu/item", "target"}}
+	t := benchfmt.Table{Header: []string{"measure", "value", "cpu/item", "target"}}
 	rate := func(m measure, unit string) string {
 		if m.n == 0 {
 			return "-"
@@ -132,27 +133,27 @@ func (f *figures) table() string {
 		return fmt.Sprintf("%.0f%% (CPU per item %.1f× the bare)", 100*r, cpu),
 			fmt.Sprintf("≥ %.0f%%: %s", 100*targetRatio, verdict(r >= targetRatio))
 	}
-	t.add("1. bare JetStream consume+ack (work queue, 1 durable, 2 clients, fetch 256, ack each)",
+	t.Add("1. bare JetStream consume+ack (work queue, 1 durable, 2 clients, fetch 256, ack each)",
 		rate(f.bareConsume, "msgs/s"), f.bareConsume.cpuPerItem(), "")
-	t.add(fmt.Sprintf("2. packers: batch.items → closed packs (2 packers, 2 models, PACK_MAX_REQUESTS %s)", thousands(packRequests)),
+	t.Add(fmt.Sprintf("2. packers: batch.items → closed packs (2 packers, 2 models, PACK_MAX_REQUESTS %s)", thousands(packRequests)),
 		rate(f.packers.m, "items/s"), f.packers.m.cpuPerItem(), "")
-	t.add("· packs closed", fmt.Sprint(f.packers.stats.Packs), "", "")
-	t.add("· every item staged (routed to its group) at", fmt.Sprintf("%.2f s", f.packers.staged.Seconds()), "", "")
+	t.Add("· packs closed", fmt.Sprint(f.packers.stats.Packs), "", "")
+	t.Add("· every item staged (routed to its group) at", fmt.Sprintf("%.2f s", f.packers.staged.Seconds()), "", "")
 	v, target := ratio(f.packers.m, f.bareConsume)
-	t.add("· packers / bare consume (in)", v, "", target)
-	t.add("3. bare JetStream publish (BATCH_EVENTS, 400-byte events with Nats-Msg-Id, 2 publishers, 1,000 acks pending each)",
+	t.Add("· packers / bare consume (in)", v, "", target)
+	t.Add("3. bare JetStream publish (BATCH_EVENTS, 400-byte events with Nats-Msg-Id, 2 publishers, 1,000 acks pending each)",
 		rate(f.barePublish, "msgs/s"), f.barePublish.cpuPerItem(), "")
-	t.add("4. fan-out: batch.item.completed out (2 packs of N/2, 2 fan-outs in parallel, chunk 1,000)",
+	t.Add("4. fan-out: batch.item.completed out (2 packs of N/2, 2 fan-outs in parallel, chunk 1,000)",
 		rate(f.fanout, "events/s"), f.fanout.cpuPerItem(), "")
 	v, target = ratio(f.fanout, f.barePublish)
-	t.add("· fan-out / bare publish (out)", v, "", target)
+	t.Add("· fan-out / bare publish (out)", v, "", target)
 	for _, maxReq := range memoryRequests {
 		r, ok := f.memory[maxReq]
 		val, rt := "-", "-"
 		if ok {
 			val, rt = fmt.Sprintf("%s process heap; %s outside nats-server", mib(r.heap), mib(r.clientHeap)), rate(r.m, "items/s")
 		}
-		t.add(fmt.Sprintf("5. packer memory: peak heap above start, PACK_MAX_REQUESTS %s (%d packs, %s)", thousands(maxReq), r.stats.Packs, rt),
+		t.Add(fmt.Sprintf("5. packer memory: peak heap above start, PACK_MAX_REQUESTS %s (%d packs, %s)", thousands(maxReq), r.stats.Packs, rt),
 			val, r.m.cpuPerItem(), "")
 	}
 	lo, okLo := f.memory[memoryRequests[0]]
@@ -163,7 +164,7 @@ func (f *figures) table() string {
 		held := float64(len(models)*(memoryRequests[len(memoryRequests)-1]-memoryRequests[0])) * itemBytes
 		growth := func(name string, lo, hi uint64) {
 			g := float64(hi) - float64(lo)
-			t.add(fmt.Sprintf("· growth %s → %s items per pack, %s", thousands(memoryRequests[0]), thousands(memoryRequests[len(memoryRequests)-1]), name),
+			t.Add(fmt.Sprintf("· growth %s → %s items per pack, %s", thousands(memoryRequests[0]), thousands(memoryRequests[len(memoryRequests)-1]), name),
 				fmt.Sprintf("%+.1f MiB", g/(1<<20)), "",
 				fmt.Sprintf("< %.0f%% of the %.1f MiB the bigger packs' lines take: %s", 100*targetGrowth, held/(1<<20), verdict(g < targetGrowth*held)))
 		}
