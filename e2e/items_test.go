@@ -51,7 +51,7 @@ func (f *fleet) publishItems(msgs [][]byte, ids []string) {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	require.NoError(f.t, stream.Ensure(ctx, f.JS, stream.Settings{}, stream.Items))
+	require.NoError(f.t, stream.EnsureMissing(ctx, f.JS, stream.Settings{}, stream.Items))
 	var futs []jetstream.PubAckFuture
 	for i, data := range msgs {
 		var opts []jetstream.PublishOpt
@@ -134,7 +134,9 @@ func (f *fleet) packBatches() (map[string][]emulator.BatchInfo, int) {
 // republished afterwards yields no second vendor request and no second
 // event.
 func TestItemsPackedAndAnswered(t *testing.T) {
-	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_REQUESTS=2500", "PACK_MAX_AGE=10s", "SUBMIT_RATE=0"}})
+	// DEDUP_WINDOW 1s: the republish below comes after the streams'
+	// de-duplication window, so only the custom_id claims can stop it.
+	f := startFleet(t, fleetOpts{WorkerEnv: []string{"PACK_MAX_REQUESTS=2500", "PACK_MAX_AGE=10s", "SUBMIT_RATE=0", "DEDUP_WINDOW=1s"}})
 	f.start("submitter", 2)
 	f.start("poller", 1)
 	f.start("notifier", 1)
@@ -166,9 +168,22 @@ func TestItemsPackedAndAnswered(t *testing.T) {
 		}
 	}
 
-	// Republished later: remembered, no second request or event.
+	// Republished later (past the de-duplication window): remembered, no
+	// second request or event.
 	f.publishItems(msgs[:100], nil)
 	f.itemsNoMore(answers, "it-sentinel", models[0])
+	copies := 0
+	for _, p := range f.procs["submitter"] {
+		for _, l := range p.Lines() {
+			var e struct {
+				Copies int `json:"copies"`
+			}
+			if json.Unmarshal([]byte(l), &e) == nil {
+				copies += e.Copies
+			}
+		}
+	}
+	require.Equal(t, 100, copies, "the republished items were stopped by their claims")
 	_, requests = f.packBatches()
 	require.Equal(t, n+1, requests, "vendor requests after republishing 100 items and one sentinel")
 }

@@ -196,6 +196,7 @@ func (l *leader) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		copies := 0
 		for i, m := range msgs {
 			md, err := m.Metadata()
 			if err != nil {
@@ -203,7 +204,7 @@ func (l *leader) run(ctx context.Context) error {
 			}
 			seq := md.Sequence.Stream
 			if !taken[i] {
-				l.p.count(func(s *Stats) { s.Duplicates++ })
+				copies++
 				seen = seq
 				continue
 			}
@@ -215,6 +216,10 @@ func (l *leader) run(ctx context.Context) error {
 		// An overdue pack takes the group's backlog first (a full read
 		// means more is waiting): after a takeover or a stall it closes
 		// once caught up, not one read at a time.
+		if copies > 0 {
+			l.p.count(func(s *Stats) { s.Duplicates += int64(copies) })
+			l.log.Info().Int("copies", copies).Msg("skipped items whose custom_id is already claimed (republished or refused before)")
+		}
 		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && len(msgs) < fetchBatch) {
 			if err := l.seal(ctx, seen); err != nil {
 				return err
