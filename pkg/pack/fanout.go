@@ -101,20 +101,8 @@ func (f *Fanout) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	// Keep the message while a long fan-out runs.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(fanoutAckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
+	stop := stream.Heartbeat(ctx, m, fanoutAckWait/3)
+	defer stop()
 	n, err := f.Pack(ctx, &ev)
 	if err != nil {
 		f.log.Warn().Err(err).Str("pack", ev.IdempotencyKey).Msg("item fan-out failed: again in 5s")
@@ -380,13 +368,7 @@ func (p *publisher) settle(ctx context.Context, k int, final bool) error {
 	if final {
 		val = fanoutDone
 	}
-	var rev uint64
-	var err error
-	if p.rev == 0 {
-		rev, err = p.f.packs.Create(ctx, p.key, []byte(val))
-	} else {
-		rev, err = p.f.packs.Update(ctx, p.key, []byte(val), p.rev)
-	}
+	rev, err := putRevision(ctx, p.f.packs, p.key, []byte(val), p.rev)
 	if err != nil {
 		return fmt.Errorf("record fan-out progress: %w", err)
 	}

@@ -100,6 +100,21 @@ type openPack struct {
 	lastTaken uint64
 }
 
+// newOpenPack makes a pack's temporary input and sidecar files.
+func newOpenPack(key string, first uint64) (*openPack, error) {
+	o := &openPack{key: key, first: first}
+	var err error
+	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
+		return nil, fmt.Errorf("pack input file: %w", err)
+	}
+	if o.side, err = os.CreateTemp("", "batchfleet-pack-*.items"); err != nil {
+		o.close()
+		return nil, fmt.Errorf("pack sidecar file: %w", err)
+	}
+	o.lw, o.sw = bufio.NewWriterSize(o.lines, 256<<10), bufio.NewWriterSize(o.side, 64<<10)
+	return o, nil
+}
+
 func (o *openPack) close() {
 	for _, f := range []*os.File{o.lines, o.side} {
 		if f != nil {
@@ -138,13 +153,7 @@ func (l *leader) load(ctx context.Context) error {
 // save writes the state under the revision read (fencing).
 func (l *leader) save(ctx context.Context) error {
 	data, _ := json.Marshal(l.st)
-	var rev uint64
-	var err error
-	if l.rev == 0 {
-		rev, err = l.p.packs.Create(ctx, l.stateKey(), data)
-	} else {
-		rev, err = l.p.packs.Update(ctx, l.stateKey(), data, l.rev)
-	}
+	rev, err := putRevision(ctx, l.p.packs, l.stateKey(), data, l.rev)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
 			return fmt.Errorf("%w: %w", errFenced, err)
@@ -153,6 +162,15 @@ func (l *leader) save(ctx context.Context) error {
 	}
 	l.rev = rev
 	return nil
+}
+
+// putRevision writes key under the revision read (0: it must not exist
+// yet) and returns the new revision.
+func putRevision(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return kv.Create(ctx, key, data)
+	}
+	return kv.Update(ctx, key, data, rev)
 }
 
 func isWrongSequence(err error) bool {
@@ -343,16 +361,11 @@ func writeItem(lw, sw *bufio.Writer, m jetstream.Msg) error {
 
 // start opens a pack whose first item has stage sequence first.
 func (l *leader) start(ctx context.Context, first uint64, staged time.Time) error {
-	o := &openPack{key: l.g.PackKey(first), first: first, deadline: staged.Add(l.p.cfg.MaxAge)}
-	var err error
-	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
-		return fmt.Errorf("pack input file: %w", err)
+	o, err := newOpenPack(l.g.PackKey(first), first)
+	if err != nil {
+		return err
 	}
-	if o.side, err = os.CreateTemp("", "batchfleet-pack-*.items"); err != nil {
-		o.close()
-		return fmt.Errorf("pack sidecar file: %w", err)
-	}
-	o.lw, o.sw = bufio.NewWriterSize(o.lines, 256<<10), bufio.NewWriterSize(o.side, 64<<10)
+	o.deadline = staged.Add(l.p.cfg.MaxAge)
 	if l.lim.tokens > 0 {
 		o.budget = l.lim.tokens
 		if l.p.d.Reserved != nil {
@@ -460,15 +473,11 @@ func (l *leader) rebuild(ctx context.Context, s *sealed) error {
 	if err != nil {
 		return fmt.Errorf("read sealed pack %s: %w", s.Key, err)
 	}
-	o := &openPack{key: s.Key, first: s.First}
-	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
-		return fmt.Errorf("pack input file: %w", err)
+	o, err := newOpenPack(s.Key, s.First)
+	if err != nil {
+		return err
 	}
 	l.open = o
-	if o.side, err = os.CreateTemp("", "batchfleet-pack-*.items"); err != nil {
-		return fmt.Errorf("pack sidecar file: %w", err)
-	}
-	o.lw, o.sw = bufio.NewWriterSize(o.lines, 256<<10), bufio.NewWriterSize(o.side, 64<<10)
 	for {
 		msgs, err := fetch(cons, fetchBatch, 2*time.Second)
 		if err != nil {
