@@ -54,7 +54,9 @@ func (f *fleet) publishItems(msgs [][]byte, ids []string) {
 	require.NoError(f.t, stream.EnsureMissing(ctx, f.JS, stream.Settings{}, stream.Items))
 	var futs []jetstream.PubAckFuture
 	for i, data := range msgs {
-		var opts []jetstream.PublishOpt
+		// The stall wait covers a slow server (a loaded CI machine): the
+		// default 200ms gives up while 4,000 publishes are unacknowledged.
+		opts := []jetstream.PublishOpt{jetstream.WithStallWait(time.Minute)}
 		if ids != nil && ids[i] != "" {
 			opts = append(opts, jetstream.WithMsgID(ids[i]))
 		}

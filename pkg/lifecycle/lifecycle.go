@@ -197,15 +197,30 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		return nil, fmt.Errorf("connect NATS_URL %s: %w", config.RedactURL(cfg.NATSURL), err)
 	}
 	inf.NC = nc
+	// Each try makes its own error: the first try's and a dial's come to
+	// the handler, the later tries' to LastError. The newest one decides.
+	var (
+		why, fromHandler, fromConn error
+		closed                     int // tries in a row that found the connection closed after the handshake
+	)
+	see := func(err error) {
+		why = err
+		if closedAfterHandshake(err) {
+			closed++
+		} else {
+			closed = 0
+		}
+	}
 	for !nc.IsConnected() {
-		var why error
-		if err := connErr.Load(); err != nil {
-			why = *err
+		if err := connErr.Load(); err != nil && *err != fromHandler { //nolint:errorlint // identity: a new try's error
+			fromHandler = *err
+			see(fromHandler)
 		}
-		if !refused(why) {
-			why = nc.LastError()
+		if err := nc.LastError(); err != nil && err != fromConn { //nolint:errorlint // identity: a new try's error
+			fromConn = err
+			see(fromConn)
 		}
-		if refused(why) {
+		if refused(why) && (!closedAfterHandshake(why) || closed >= closedTries) {
 			inf.Close()
 			hint := ""
 			switch {
@@ -221,6 +236,9 @@ func Connect(ctx context.Context, cfg config.Config, log zerolog.Logger) (*Infra
 		select {
 		case <-ctx.Done():
 			inf.Close()
+			if why != nil {
+				return nil, fmt.Errorf("connect NATS_URL %s: %w (the latest try: %v)", config.RedactURL(cfg.NATSURL), ctx.Err(), why)
+			}
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -120,6 +120,20 @@ func refused(err error) bool {
 	return false
 }
 
+// closedAfterHandshake reports whether err is a TLS connection the server
+// closed right after the handshake without saying why. It is how a server
+// turns away a client certificate it wants and did not get, and also how
+// any refusal (a wrong password) reads when the server's reset overtakes
+// its -ERR line on a busy machine, so it is only taken for a refusal once
+// closedTries tries in a row have read it.
+func closedAfterHandshake(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "closed by remote after TLS handshake")
+}
+
+// closedTries is how many tries in a row must find the connection closed
+// after the handshake before a worker gives up, unless a try says why.
+const closedTries = 3
+
 // wantsClientCert reports whether err is a TLS server turning away a client
 // that showed no certificate: with TLS 1.3 the client learns it after its
 // handshake, as an alert or as the connection closing.

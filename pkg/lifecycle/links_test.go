@@ -1,10 +1,15 @@
 package lifecycle_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,4 +108,53 @@ func TestConnectLinks(t *testing.T) {
 			t.Log(err)
 		})
 	}
+}
+
+// A server that closes the connection right after the TLS handshake says
+// nothing; it is not taken for a refusal until three tries in a row find
+// it, so a later try that says why (here the -ERR the first
+// tries lost to the reset) is the error Connect returns.
+func TestConnectWaitsForTheReason(t *testing.T) {
+	t.Parallel()
+	pki := fleettest.NewPKI(t)
+	cert, err := tls.LoadX509KeyPair(pki.ServerCertFile, pki.ServerKeyFile)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	var tries atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				_, _ = io.WriteString(c, `INFO {"server_id":"fake","version":"2.15.0","proto":1,"max_payload":1048576,"tls_required":true}`+"\r\n")
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+				if tc.Handshake() != nil {
+					return
+				}
+				if _, err := bufio.NewReader(tc).ReadString('\n'); err != nil { // CONNECT
+					return
+				}
+				if tries.Add(1) >= 3 {
+					_, _ = io.WriteString(tc, "-ERR 'Authorization Violation'\r\n")
+				}
+			}()
+		}
+	}()
+	cfg, err := config.Load(func(k string) (string, bool) {
+		v, ok := map[string]string{"NATS_URL": "tls://" + ln.Addr().String(), "NATS_CA_FILE": pki.CAFile}[k]
+		return v, ok
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err = lifecycle.Connect(ctx, cfg, zerolog.Nop())
+	require.Error(t, err)
+	require.Contains(t, strings.ToLower(err.Error()), "authorization violation", "the reason, not the first silent close")
+	require.GreaterOrEqual(t, tries.Load(), int32(3))
+	t.Log(err)
 }

@@ -327,7 +327,7 @@ func (p *publisher) add(ctx context.Context, it contract.ItemCompleted) error {
 		return err
 	}
 	msg := &nats.Msg{Subject: contract.SubjectItemCompleted, Data: data, Header: nats.Header{}}
-	fut, err := p.f.js.PublishMsgAsync(msg, jetstream.WithMsgID(contract.ItemCompletedMsgID(it.CustomID)))
+	fut, err := p.f.js.PublishMsgAsync(msg, jetstream.WithMsgID(contract.ItemCompletedMsgID(it.CustomID)), jetstream.WithStallWait(stream.PublishTimeout))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", contract.SubjectItemCompleted, err)
 	}

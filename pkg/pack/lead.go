@@ -282,7 +282,7 @@ func (l *leader) claim(ctx context.Context, msgs []jetstream.Msg) ([]bool, error
 		seqs[i] = strconv.FormatUint(md.Sequence.Stream, 10)
 		msg := &nats.Msg{Subject: "$KV." + BucketItems + "." + m.Headers().Get(headerItem), Data: []byte(seqs[i]),
 			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}}
-		if futs[i], err = l.p.d.JS.PublishMsgAsync(msg); err != nil {
+		if futs[i], err = l.p.d.JS.PublishMsgAsync(msg, jetstream.WithStallWait(stream.PublishTimeout)); err != nil {
 			return nil, fmt.Errorf("claim item: %w", err)
 		}
 	}

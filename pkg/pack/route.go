@@ -69,7 +69,7 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
 		if sm == nil {
 			continue // refused
 		}
-		fut, err := p.d.JS.PublishMsgAsync(sm, jetstream.WithMsgID(sm.Header.Get(headerItem)))
+		fut, err := p.d.JS.PublishMsgAsync(sm, jetstream.WithMsgID(sm.Header.Get(headerItem)), jetstream.WithStallWait(stream.PublishTimeout))
 		if err != nil {
 			p.retryLater(m, err)
 			continue
