@@ -330,7 +330,7 @@ func runPackers(b *testing.B, n, maxRequests int, sampleMem bool) packRun {
 		if err != nil {
 			b.Fatal(err)
 		}
-		p, err := pack.New(ctx, pack.Deps{JS: pjs, Store: st, Leader: lock.New(rd.Client(b), lock.Options{}), Logger: zerolog.Nop()},
+		p, err := pack.New(ctx, pack.Deps{JS: pjs, Store: st, Redis: rd.Client(b), Leader: lock.New(rd.Client(b), lock.Options{}), Logger: zerolog.Nop()},
 			pack.Config{MaxRequests: maxRequests, MaxAge: time.Minute})
 		if err != nil {
 			b.Fatal(err)

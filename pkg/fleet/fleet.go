@@ -100,7 +100,7 @@ func Submitter(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, err
 		return nil, err
 	}
 	// Every submitter packs single requests too.
-	pd := pack.Deps{JS: inf.JS, Store: st, Leader: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
+	pd := pack.Deps{JS: inf.JS, Store: st, Redis: inf.Redis, Leader: lock.New(inf.Redis, lock.Options{Logger: inf.Logger}),
 		Estimate: tokens.Estimate, Logger: inf.Logger}
 	if adm.Enabled() {
 		pd.Reserved = adm
@@ -217,7 +217,7 @@ func Notifier(ctx context.Context, inf *lifecycle.Infra) (lifecycle.Runner, erro
 		return nil, err
 	}
 	fo, err := pack.NewFanout(ctx, inf.JS, st, inf.Logger, pack.FanoutConfig{
-		StopTimeout: c.StopTimeout, Streams: Streams(c), Replicas: c.StreamReplicas, Retention: c.JobRetention,
+		StopTimeout: c.StopTimeout, Streams: Streams(c), Replicas: c.StreamReplicas,
 	})
 	if err != nil {
 		return nil, err

@@ -39,7 +39,6 @@ type FanoutConfig struct {
 	StopTimeout time.Duration
 	Streams     stream.Settings
 	Replicas    int
-	Retention   time.Duration
 }
 
 // Fanout publishes each pack item's batch.item.completed when its pack's
@@ -60,7 +59,7 @@ func NewFanout(ctx context.Context, js jetstream.JetStream, st *jobstore.Store, 
 	if err := stream.Ensure(ctx, js, cfg.Streams, stream.Events); err != nil {
 		return nil, err
 	}
-	_, packs, err := openBuckets(ctx, js, Config{Replicas: cfg.Replicas, Retention: cfg.Retention}.withDefaults())
+	packs, err := openPacks(ctx, js, Config{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, err
 	}

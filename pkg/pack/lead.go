@@ -22,8 +22,12 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
-// fetchBatch is how many stage messages a leader reads (and claims) at once.
-const fetchBatch = 512
+// fetchBatch is how many stage messages (chunks) a leader reads (and
+// claims the items of) at once; fetchBytes bounds their bytes.
+const (
+	fetchBatch = 64
+	fetchBytes = 8 << 20
+)
 
 // errFenced: another leader changed the group's state.
 var errFenced = errors.New("pack: the group's state changed under this leader")
@@ -87,21 +91,20 @@ type leader struct {
 // openPack is the pack being filled: its lines and sidecar are in
 // temporary files; only counters are in memory.
 type openPack struct {
-	key       string
-	first     uint64
-	deadline  time.Time
-	budget    int64 // tokens; 0 = none
-	count     int
-	bytes     int64
-	tokens    int64
-	lines     *os.File
-	side      *os.File
-	lw, sw    *bufio.Writer
-	lastTaken uint64
+	key      string
+	first    pos
+	deadline time.Time
+	budget   int64 // tokens; 0 = none
+	count    int
+	bytes    int64
+	tokens   int64
+	lines    *os.File
+	side     *os.File
+	lw, sw   *bufio.Writer
 }
 
 // newOpenPack makes a pack's temporary input and sidecar files.
-func newOpenPack(key string, first uint64) (*openPack, error) {
+func newOpenPack(key string, first pos) (*openPack, error) {
 	o := &openPack{key: key, first: first}
 	var err error
 	if o.lines, err = os.CreateTemp("", "batchfleet-pack-*.jsonl"); err != nil {
@@ -197,7 +200,8 @@ func (l *leader) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read pack group: %w", err)
 	}
-	var seen uint64 // last stage sequence handled
+	next := l.st.next() // the position after the last item handled
+	var last uint64     // the last stage message read
 	for {
 		wait := time.Second
 		if l.open != nil {
@@ -210,26 +214,30 @@ func (l *leader) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		taken, err := l.claim(ctx, msgs)
+		items, err := l.read(msgs, next, pos{Seq: ^uint64(0)})
+		if err != nil {
+			return err
+		}
+		taken, err := l.claimItems(ctx, items)
 		if err != nil {
 			return err
 		}
 		copies := 0
-		for i, m := range msgs {
-			md, err := m.Metadata()
+		for i, it := range items {
+			if !taken[i] {
+				copies++
+				continue
+			}
+			if err := l.add(ctx, it); err != nil {
+				return err
+			}
+		}
+		if n := len(msgs); n > 0 {
+			md, err := msgs[n-1].Metadata()
 			if err != nil {
 				return fmt.Errorf("stage message metadata: %w", err)
 			}
-			seq := md.Sequence.Stream
-			if !taken[i] {
-				copies++
-				seen = seq
-				continue
-			}
-			if err := l.add(ctx, m, seq, md.Timestamp); err != nil {
-				return err
-			}
-			seen = seq
+			last, next = md.Sequence.Stream, pos{Seq: md.Sequence.Stream + 1}
 		}
 		// An overdue pack takes the group's backlog first (a full read
 		// means more is waiting): after a takeover or a stall it closes
@@ -239,16 +247,61 @@ func (l *leader) run(ctx context.Context) error {
 			l.log.Info().Int("copies", copies).Msg("skipped items whose custom_id is already claimed (republished or refused before)")
 		}
 		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && len(msgs) < fetchBatch) {
-			if err := l.seal(ctx, seen); err != nil {
+			if err := l.seal(ctx, next, last); err != nil {
 				return err
 			}
 		}
 	}
 }
 
+// item is one item of a chunk read back.
+type item struct {
+	at     pos
+	id     string
+	tokens int64
+	line   []byte
+	side   []byte
+	staged time.Time
+}
+
+// read returns the items of stage messages at positions in [from, to).
+// A malformed message (never written by this version's stage) is logged
+// and skipped: nothing could pack it.
+func (l *leader) read(msgs []jetstream.Msg, from, to pos) ([]item, error) {
+	var items []item
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("stage message metadata: %w", err)
+		}
+		c, err := parseChunk(m.Headers(), m.Data())
+		if err != nil {
+			l.log.Error().Err(err).Uint64("seq", md.Sequence.Stream).Msg("stage message skipped")
+			continue
+		}
+		for i, id := range c.ids {
+			at := pos{Seq: md.Sequence.Stream, Idx: i}
+			if at.less(from) || !at.less(to) {
+				continue
+			}
+			items = append(items, item{at: at, id: id, tokens: c.tokens[i], line: c.lines[i], side: c.sides[i], staged: md.Timestamp})
+		}
+	}
+	return items, nil
+}
+
+func (l *leader) claimItems(ctx context.Context, items []item) ([]bool, error) {
+	ids := make([]string, len(items))
+	at := make([]pos, len(items))
+	for i, it := range items {
+		ids[i], at[i] = it.id, it.at
+	}
+	return l.p.claims.claim(ctx, ids, at)
+}
+
 // fetch reads up to n messages, waiting at most wait for the first.
 func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
-	b, err := c.Fetch(n, jetstream.FetchMaxWait(wait))
+	b, err := c.FetchBytes(fetchBytes, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, fmt.Errorf("read pack group: %w", err)
 	}
@@ -262,106 +315,48 @@ func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, er
 	return msgs, nil
 }
 
-// claim decides, for each stage message, whether it carries its item into
-// a pack: the custom_id's claim is created with the message's sequence, or
-// already holds it (this range read again after a crash). A claim holding
-// another sequence is a copy (republished, redelivered) or a refused item.
-//
-// The creates are pipelined: each is a publish to the bucket's subject
-// with Nats-Expected-Last-Subject-Sequence 0 (what KeyValue.Create sends),
-// all in flight at once; only a refused one is read back.
-func (l *leader) claim(ctx context.Context, msgs []jetstream.Msg) ([]bool, error) {
-	taken := make([]bool, len(msgs))
-	futs := make([]jetstream.PubAckFuture, len(msgs))
-	seqs := make([]string, len(msgs))
-	for i, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		seqs[i] = strconv.FormatUint(md.Sequence.Stream, 10)
-		msg := &nats.Msg{Subject: "$KV." + BucketItems + "." + m.Headers().Get(headerItem), Data: []byte(seqs[i]),
-			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}}
-		if futs[i], err = l.p.d.JS.PublishMsgAsync(msg, jetstream.WithStallWait(stream.PublishTimeout)); err != nil {
-			return nil, fmt.Errorf("claim item: %w", err)
-		}
-	}
-	timeout := time.NewTimer(stream.PublishTimeout)
-	defer timeout.Stop()
-	for i, fut := range futs {
-		select {
-		case <-fut.Ok():
-			taken[i] = true
-			continue
-		case err := <-fut.Err():
-			if !isWrongSequence(err) {
-				return nil, fmt.Errorf("claim item %s: %w", msgs[i].Headers().Get(headerItem), err)
-			}
-		case <-timeout.C:
-			return nil, errors.New("claim items: no acknowledgement in time")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		id := msgs[i].Headers().Get(headerItem)
-		e, err := l.p.items.Get(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("read claim of item %s: %w", id, err)
-		}
-		taken[i] = string(e.Value()) == seqs[i]
-	}
-	return taken, nil
-}
-
 // add puts one taken item into the open pack, sealing the open pack first
 // when the item would take it over a bound.
-func (l *leader) add(ctx context.Context, m jetstream.Msg, seq uint64, staged time.Time) error {
-	n := int64(len(m.Data())) + 1
-	tokens, _ := strconv.ParseInt(m.Headers().Get(headerTokens), 10, 64)
+func (l *leader) add(ctx context.Context, it item) error {
+	n := int64(len(it.line)) + 1
 	if o := l.open; o != nil && (o.count+1 > l.lim.requests || o.bytes+n > l.lim.bytes ||
-		(o.budget > 0 && o.tokens+tokens > o.budget)) {
-		if err := l.seal(ctx, o.lastTaken); err != nil {
+		(o.budget > 0 && o.tokens+it.tokens > o.budget)) {
+		if err := l.seal(ctx, it.at, it.at.Seq); err != nil {
 			return err
 		}
 	}
 	if l.open == nil {
-		if err := l.start(ctx, seq, staged); err != nil {
+		if err := l.start(ctx, it.at, it.staged); err != nil {
 			return err
 		}
 	}
 	o := l.open
-	if err := writeItem(o.lw, o.sw, m); err != nil {
+	if err := writeItem(o.lw, o.sw, it); err != nil {
 		return err
 	}
 	o.count++
 	o.bytes += n
-	o.tokens += tokens
-	o.lastTaken = seq
+	o.tokens += it.tokens
 	return nil
 }
 
-// writeItem appends a stage message's line to a pack input and its
-// custom_id and metadata to the sidecar.
-func writeItem(lw, sw *bufio.Writer, m jetstream.Msg) error {
-	if _, err := lw.Write(m.Data()); err != nil {
+// writeItem appends an item's line to a pack input and its sidecar line
+// to the sidecar.
+func writeItem(lw, sw *bufio.Writer, it item) error {
+	if _, err := lw.Write(it.line); err != nil {
 		return fmt.Errorf("write pack input: %w", err)
 	}
 	_ = lw.WriteByte('\n')
-	id, _ := json.Marshal(m.Headers().Get(headerItem))
-	_, _ = sw.WriteString(`{"custom_id":`)
-	_, _ = sw.Write(id)
-	if meta := m.Headers().Get(headerMetadata); meta != "" {
-		_, _ = sw.WriteString(`,"metadata":`)
-		_, _ = sw.WriteString(meta)
-	}
-	if _, err := sw.WriteString("}\n"); err != nil {
+	_, _ = sw.Write(it.side)
+	if err := sw.WriteByte('\n'); err != nil {
 		return fmt.Errorf("write pack sidecar: %w", err)
 	}
 	return nil
 }
 
 // start opens a pack whose first item has stage sequence first.
-func (l *leader) start(ctx context.Context, first uint64, staged time.Time) error {
-	o, err := newOpenPack(l.g.PackKey(first), first)
+func (l *leader) start(ctx context.Context, first pos, staged time.Time) error {
+	o, err := newOpenPack(l.g.packKey(first), first)
 	if err != nil {
 		return err
 	}
@@ -382,12 +377,13 @@ func (l *leader) start(ctx context.Context, first uint64, staged time.Time) erro
 	return nil
 }
 
-// seal closes the open pack at stage sequence last (every message up to
-// last has been handled), records the range, then finishes it.
-func (l *leader) seal(ctx context.Context, last uint64) error {
+// seal closes the open pack before position end (every item before it
+// has been handled; last is the stage message read last), records the
+// range, then finishes it.
+func (l *leader) seal(ctx context.Context, end pos, last uint64) error {
 	o := l.open
-	l.st.Sealed = &sealed{Key: o.key, First: o.first, Last: max(last, o.lastTaken), Count: o.count,
-		Bytes: o.bytes, Tokens: o.tokens, At: l.p.d.Now().UTC()}
+	l.st.Sealed = &sealed{Key: o.key, First: o.first.Seq, FirstIndex: o.first.Idx, End: end.Seq, EndIndex: end.Idx, Last: last,
+		Count: o.count, Bytes: o.bytes, Tokens: o.tokens, At: l.p.d.Now().UTC()}
 	if err := l.save(ctx); err != nil {
 		return err
 	}
@@ -428,7 +424,7 @@ func (l *leader) finish(ctx context.Context) error {
 		return fmt.Errorf("publish pack %s: %w", s.Key, err)
 	}
 	failpoint.Hit("pack/after-publish")
-	l.st.Next, l.st.Sealed = s.Last+1, nil
+	l.st.Next, l.st.NextIndex, l.st.Sealed = s.End, s.EndIndex, nil
 	l.st.Packs++
 	if err := l.save(ctx); err != nil {
 		return err
@@ -436,8 +432,8 @@ func (l *leader) finish(ctx context.Context) error {
 	l.discard()
 	l.p.count(func(st *Stats) { st.Packs++; st.Packed += int64(s.Count) })
 	l.log.Info().Str("pack", s.Key).Int("items", s.Count).Int64("bytes", s.Bytes).Int64("tokens", s.Tokens).
-		Uint64("first", s.First).Uint64("last", s.Last).Msg("pack closed and published")
-	if err := l.purge(ctx, s.Last+1); err != nil {
+		Stringer("first", s.first()).Stringer("end", s.end()).Msg("pack closed and published")
+	if err := l.purge(ctx, s.End); err != nil {
 		l.log.Warn().Err(err).Msg("drop packed stage messages (they expire with the stream's max age)")
 	}
 	return nil
@@ -463,7 +459,7 @@ func (l *leader) purge(ctx context.Context, next uint64) error {
 }
 
 // rebuild makes the sealed pack's files again from its stage range: the
-// messages whose claim holds their own sequence, in stage order (the same
+// items whose claim holds their own position, in stage order (the same
 // lines, in the same order, as the leader that sealed it wrote).
 func (l *leader) rebuild(ctx context.Context, s *sealed) error {
 	cons, err := l.p.d.JS.OrderedConsumer(ctx, stream.Packs, jetstream.OrderedConsumerConfig{
@@ -473,12 +469,12 @@ func (l *leader) rebuild(ctx context.Context, s *sealed) error {
 	if err != nil {
 		return fmt.Errorf("read sealed pack %s: %w", s.Key, err)
 	}
-	o, err := newOpenPack(s.Key, s.First)
+	o, err := newOpenPack(s.Key, s.first())
 	if err != nil {
 		return err
 	}
 	l.open = o
-	for {
+	for done := false; !done; {
 		msgs, err := fetch(cons, fetchBatch, 2*time.Second)
 		if err != nil {
 			return err
@@ -486,34 +482,26 @@ func (l *leader) rebuild(ctx context.Context, s *sealed) error {
 		if len(msgs) == 0 {
 			return fmt.Errorf("sealed pack %s: stage messages up to %d are missing", s.Key, s.Last)
 		}
-		var in []jetstream.Msg
-		done := false
-		for _, m := range msgs {
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if md.Sequence.Stream > s.Last {
-				done = true
-				break
-			}
-			in = append(in, m)
-			done = md.Sequence.Stream == s.Last
+		md, err := msgs[len(msgs)-1].Metadata()
+		if err != nil {
+			return fmt.Errorf("stage message metadata: %w", err)
 		}
-		taken, err := l.claim(ctx, in)
+		done = md.Sequence.Stream >= s.Last
+		items, err := l.read(msgs, s.first(), s.end())
 		if err != nil {
 			return err
 		}
-		for i, m := range in {
+		taken, err := l.claimItems(ctx, items)
+		if err != nil {
+			return err
+		}
+		for i, it := range items {
 			if taken[i] {
-				if err := writeItem(o.lw, o.sw, m); err != nil {
+				if err := writeItem(o.lw, o.sw, it); err != nil {
 					return err
 				}
 				o.count++
 			}
-		}
-		if done {
-			break
 		}
 	}
 	if o.count != s.Count {

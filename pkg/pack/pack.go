@@ -6,13 +6,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -23,23 +26,9 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
-// Buckets.
-const (
-	// BucketItems remembers every item custom_id: its value is the stage
-	// sequence that carries it into a pack ("0" for an item refused at
-	// intake). Entries live JOB_RETENTION, like job records.
-	BucketItems = "batch_items"
-	// BucketPacks holds each group's descriptor ("group.<id>") and state
-	// ("state.<id>"), and each pack job's fan-out progress ("fanout.<key>").
-	BucketPacks = "batch_packs"
-)
-
-// Stage message headers (internal).
-const (
-	headerItem     = "Batchfleet-Item"
-	headerTokens   = "Batchfleet-Tokens"
-	headerMetadata = "Batchfleet-Item-Metadata"
-)
+// BucketPacks holds each group's descriptor ("group.<id>") and state
+// ("state.<id>"), and each pack job's fan-out progress ("fanout.<key>").
+const BucketPacks = "batch_packs"
 
 // Defaults and bounds.
 const (
@@ -153,17 +142,19 @@ type Deps struct {
 	Estimate Estimator
 	// Reserved, if set, lowers a pack's token budget by what is reserved.
 	Reserved Reserved
-	Logger   zerolog.Logger
-	Now      func() time.Time
+	// Redis remembers the items' custom_ids (ClaimPrefix).
+	Redis  redis.Cmdable
+	Logger zerolog.Logger
+	Now    func() time.Time
 }
 
 // Packer routes items and leads the groups it wins.
 type Packer struct {
-	d     Deps
-	cfg   Config
-	log   zerolog.Logger
-	items jetstream.KeyValue
-	packs jetstream.KeyValue
+	d      Deps
+	cfg    Config
+	log    zerolog.Logger
+	claims claims
+	packs  jetstream.KeyValue
 
 	wg     sync.WaitGroup // leadership loops
 	mu     sync.Mutex
@@ -184,6 +175,9 @@ func New(ctx context.Context, d Deps, cfg Config) (*Packer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if d.Redis == nil {
+		return nil, errors.New("pack: Deps.Redis is required (it remembers the items' custom_ids)")
+	}
 	if d.Estimate == nil {
 		d.Estimate = ByteEstimate
 	}
@@ -191,33 +185,26 @@ func New(ctx context.Context, d Deps, cfg Config) (*Packer, error) {
 		d.Now = time.Now
 	}
 	p := &Packer{d: d, cfg: cfg, log: d.Logger.With().Str("role", "packer").Logger(),
-		known: map[string]bool{}, leads: map[string]bool{}}
+		claims: claims{rdb: d.Redis, ttl: cfg.Retention}, known: map[string]bool{}, leads: map[string]bool{}}
 	if err := stream.Ensure(ctx, d.JS, cfg.Streams, stream.Items, stream.Packs, stream.Requests, stream.Events, stream.DLQ); err != nil {
 		return nil, err
 	}
 	var err error
-	if p.items, p.packs, err = openBuckets(ctx, d.JS, cfg); err != nil {
+	if p.packs, err = openPacks(ctx, d.JS, cfg); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func openBuckets(ctx context.Context, js jetstream.KeyValueManager, cfg Config) (items, packs jetstream.KeyValue, err error) {
-	items, err = stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket: BucketItems, Description: "item custom_ids: the stage sequence that carries each into a pack",
-		History: 1, TTL: cfg.Retention, Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1),
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("open bucket %s: %w", BucketItems, err)
-	}
-	packs, err = stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
+func openPacks(ctx context.Context, js jetstream.KeyValueManager, cfg Config) (jetstream.KeyValue, error) {
+	packs, err := stream.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: BucketPacks, Description: "pack groups, their packing state and item fan-out progress",
 		History: 1, Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1),
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("open bucket %s: %w", BucketPacks, err)
+		return nil, fmt.Errorf("open bucket %s: %w", BucketPacks, err)
 	}
-	return items, packs, nil
+	return packs, nil
 }
 
 // Stats returns a copy of the counters.
@@ -264,38 +251,59 @@ func (g Group) ID() string {
 
 var slugRE = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
 
-// PackKey is the job key of the group's pack whose first item has stage
-// sequence first: pack-<model>-<group id>-<first>.
-func (g Group) PackKey(first uint64) string {
+// PackKey is the job key of the group's pack whose first item is the first
+// of the stage message with sequence first: pack-<model>-<group id>-<first>.
+func (g Group) PackKey(first uint64) string { return g.packKey(pos{Seq: first}) }
+
+// packKey is the job key of the group's pack whose first item is at p:
+// pack-<model>-<group id>-<sequence>[-<index>] (the index when it is not
+// the stage message's first item).
+func (g Group) packKey(p pos) string {
 	slug := strings.Trim(slugRE.ReplaceAllString(g.Model, "-"), "-.")
 	if len(slug) > 40 {
 		slug = slug[:40]
 	}
-	return fmt.Sprintf("%s%s-%s-%d", contract.PackKeyPrefix, slug, g.ID(), first)
+	key := fmt.Sprintf("%s%s-%s-%d", contract.PackKeyPrefix, slug, g.ID(), p.Seq)
+	if p.Idx > 0 {
+		key += "-" + strconv.Itoa(p.Idx)
+	}
+	return key
 }
 
 func (g Group) subject() string { return stream.SubjectPackPrefix + g.ID() }
 
 // state is a group's packing state ("state.<id>").
 type state struct {
-	// Next is the first stage sequence not in a sealed pack.
-	Next uint64 `json:"next"`
+	// Next is the position of the first item not in a sealed pack: the
+	// stage sequence and the index in its chunk.
+	Next      uint64 `json:"next"`
+	NextIndex int    `json:"next_index,omitempty"`
 	// Sealed is a pack closed but not yet published.
 	Sealed *sealed `json:"sealed,omitempty"`
 	Packs  int64   `json:"packs"`
 }
 
-// sealed is a closed pack: the items staged in [First, Last] whose claim
-// holds their own sequence.
+func (s state) next() pos { return pos{Seq: s.Next, Idx: s.NextIndex} }
+
+// sealed is a closed pack: the items at positions in [First, End) whose
+// claim holds their own position.
 type sealed struct {
-	Key    string    `json:"key"`
-	First  uint64    `json:"first"`
+	Key        string `json:"key"`
+	First      uint64 `json:"first"`
+	FirstIndex int    `json:"first_index,omitempty"`
+	End        uint64 `json:"end"`
+	EndIndex   int    `json:"end_index,omitempty"`
+	// Last is the sequence of the last stage message read into the pack
+	// (one that exists: a rebuild reads up to it).
 	Last   uint64    `json:"last"`
 	Count  int       `json:"count"`
 	Bytes  int64     `json:"bytes"`
 	Tokens int64     `json:"tokens"`
 	At     time.Time `json:"at"`
 }
+
+func (s sealed) first() pos { return pos{Seq: s.First, Idx: s.FirstIndex} }
+func (s sealed) end() pos   { return pos{Seq: s.End, Idx: s.EndIndex} }
 
 func decodeState(data []byte) (state, error) {
 	var s state

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"golang.org/x/sync/errgroup"
@@ -17,9 +15,6 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
-
-// rejected is the claim value of an item refused at intake.
-const rejected = "0"
 
 func (p *Packer) routeConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
@@ -53,28 +48,54 @@ func (p *Packer) route(ctx context.Context) error {
 	return g.Wait()
 }
 
-// stageBatch stages a batch of batch.items messages, refusing the invalid.
+// stageBatch stages a batch of batch.items messages, refusing the invalid:
+// the valid items of each group go into chunks (one stage message each,
+// published asynchronously), and each item is acknowledged once its
+// chunk is stored.
 func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
-	type pending struct {
-		m   jetstream.Msg
-		fut jetstream.PubAckFuture
+	type groupItems struct {
+		g     Group
+		items []staged
+		msgs  []jetstream.Msg
 	}
-	var out []pending
+	var groups []*groupItems
+	byID := map[string]*groupItems{}
 	for _, m := range msgs {
-		sm, err := p.stageMsg(ctx, m)
+		g, it, err := p.stageMsg(ctx, m)
 		if err != nil {
 			p.retryLater(m, err)
 			continue
 		}
-		if sm == nil {
+		if it == nil {
 			continue // refused
 		}
-		fut, err := p.d.JS.PublishMsgAsync(sm, jetstream.WithMsgID(sm.Header.Get(headerItem)), jetstream.WithStallWait(stream.PublishTimeout))
-		if err != nil {
-			p.retryLater(m, err)
-			continue
+		gi := byID[g.ID()]
+		if gi == nil {
+			gi = &groupItems{g: g}
+			byID[g.ID()] = gi
+			groups = append(groups, gi)
 		}
-		out = append(out, pending{m, fut})
+		gi.items = append(gi.items, *it)
+		gi.msgs = append(gi.msgs, m)
+	}
+	type pending struct {
+		msgs []jetstream.Msg
+		fut  jetstream.PubAckFuture
+	}
+	var out []pending
+	maxChunk := p.maxChunk()
+	for _, gi := range groups {
+		at := 0
+		for _, items := range splitChunks(gi.items, maxChunk) {
+			ms := gi.msgs[at : at+len(items)]
+			at += len(items)
+			fut, err := p.d.JS.PublishMsgAsync(chunkMsg(gi.g.subject(), items), jetstream.WithStallWait(stream.PublishTimeout))
+			if err != nil {
+				p.retryLaterAll(ms, err)
+				continue
+			}
+			out = append(out, pending{ms, fut})
+		}
 	}
 	timeout := time.NewTimer(stream.PublishTimeout)
 	defer timeout.Stop()
@@ -82,25 +103,38 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
 	for _, s := range out {
 		select {
 		case <-s.fut.Ok():
-			if err := s.m.Ack(); err != nil {
-				p.log.Debug().Err(err).Msg("ack item (a redelivery is staged once: Msg-Id and claim)")
+			for _, m := range s.msgs {
+				if err := m.Ack(); err != nil {
+					p.log.Debug().Err(err).Msg("ack item (a redelivery is packed once: the claim)")
+				}
 			}
-			staged++
+			staged += len(s.msgs)
 		case err := <-s.fut.Err():
-			p.retryLater(s.m, fmt.Errorf("stage item: %w", err))
+			p.retryLaterAll(s.msgs, fmt.Errorf("stage items: %w", err))
 		case <-timeout.C:
-			p.retryLater(s.m, errors.New("stage item: no acknowledgement in time"))
+			p.retryLaterAll(s.msgs, errors.New("stage items: no acknowledgement in time"))
 		case <-ctx.Done():
-			p.retryLater(s.m, ctx.Err())
+			p.retryLaterAll(s.msgs, ctx.Err())
 		}
 	}
 	p.count(func(s *Stats) { s.Staged += int64(staged) })
 }
 
-// stageMsg checks one batch.items message and returns its stage message;
-// nil when the item was refused (answered and dead-lettered), an error
-// when it must be tried again.
-func (p *Packer) stageMsg(ctx context.Context, m jetstream.Msg) (*nats.Msg, error) {
+// maxChunk is the most bytes of a chunk: the connection's largest message
+// (the server's max_payload).
+func (p *Packer) maxChunk() int {
+	if nc := p.d.JS.Conn(); nc != nil {
+		if n := nc.MaxPayload(); n > 0 {
+			return int(n)
+		}
+	}
+	return 1 << 20
+}
+
+// stageMsg checks one batch.items message and returns its group and staged
+// item; a nil item when it was refused (answered and dead-lettered), an
+// error when it must be tried again.
+func (p *Packer) stageMsg(ctx context.Context, m jetstream.Msg) (Group, *staged, error) {
 	it, id, err := contract.DecodeItem(m.Data())
 	if err != nil {
 		var ce *contract.Error
@@ -108,40 +142,50 @@ func (p *Packer) stageMsg(ctx context.Context, m jetstream.Msg) (*nats.Msg, erro
 			ce = contract.Errorf(contract.CodeInvalidInput, "%v", err)
 		}
 		p.reject(ctx, m, id, it.Metadata, ce)
-		return nil, nil
+		return Group{}, nil, nil
 	}
 	g := Group{Provider: it.Provider, Endpoint: it.Endpoint, Model: it.Model()}
 	line, err := inputLine(&it)
 	if err != nil {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput, "body: %v", err))
-		return nil, nil
+		return g, nil, nil
 	}
 	lim := p.cfg.limitsFor(g)
 	if n := int64(len(line)) + 1; n > lim.bytes {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput,
 			"the item is %d bytes as a batch input line, more than a pack's %d (PACK_MAX_BYTES)", n, lim.bytes))
-		return nil, nil
+		return g, nil, nil
+	}
+	// The item's own custom_id (DecodeItem's id is the first "custom_id"
+	// key's, which a duplicate key can make differ).
+	s := &staged{id: it.CustomID, line: line, side: sidecarLine(it.CustomID, it.Metadata)}
+	if max := p.maxChunk(); s.size()+chunkOverhead > max {
+		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput,
+			"the item is %d bytes as a batch input line, more than a NATS message can carry (%d, the server's max_payload)", len(line)+1, max))
+		return g, nil, nil
 	}
 	// Tokenizing costs ~100 µs a KB: only a group with a token budget
 	// needs it; the others carry the byte rule's figure.
-	tokens := ByteEstimate(g.Model, it.Body)
+	s.tokens = ByteEstimate(g.Model, it.Body)
 	if lim.tokens > 0 {
-		tokens = p.d.Estimate(g.Model, it.Body)
+		s.tokens = p.d.Estimate(g.Model, it.Body)
 	}
-	if lim.tokens > 0 && tokens > lim.tokens {
+	if lim.tokens > 0 && s.tokens > lim.tokens {
 		p.reject(ctx, m, id, it.Metadata, contract.Errorf(contract.CodeInvalidInput,
-			"the item's estimated %d input tokens exceed model %s's enqueued token budget %d (ENQUEUED_TOKEN_LIMITS)", tokens, g.Model, lim.tokens))
-		return nil, nil
+			"the item's estimated %d input tokens exceed model %s's enqueued token budget %d (ENQUEUED_TOKEN_LIMITS)", s.tokens, g.Model, lim.tokens))
+		return g, nil, nil
 	}
 	if err := p.ensureGroup(ctx, g); err != nil {
-		return nil, err
+		return g, nil, err
 	}
-	h := nats.Header{headerItem: {id}, headerTokens: {strconv.FormatInt(tokens, 10)}}
-	if len(it.Metadata) > 0 {
-		meta, _ := json.Marshal(it.Metadata)
-		h.Set(headerMetadata, string(meta))
+	return g, s, nil
+}
+
+func (p *Packer) retryLaterAll(msgs []jetstream.Msg, err error) {
+	p.log.Warn().Err(err).Int("items", len(msgs)).Msg("stage items: handed back")
+	for _, m := range msgs {
+		_ = m.NakWithDelay(time.Second)
 	}
-	return &nats.Msg{Subject: g.subject(), Data: line, Header: h}, nil
 }
 
 func (p *Packer) retryLater(m jetstream.Msg, err error) {
@@ -200,7 +244,7 @@ func (p *Packer) ensureGroup(ctx context.Context, g Group) error {
 func (p *Packer) reject(ctx context.Context, m jetstream.Msg, id string, meta map[string]string, e *contract.Error) {
 	log := p.log.With().Str("custom_id", id).Str("code", e.Code).Logger()
 	if id != "" {
-		answer, err := p.claimRefused(ctx, id)
+		answer, err := p.claims.refuse(ctx, id)
 		if err != nil {
 			p.retryLater(m, err)
 			return
@@ -224,25 +268,6 @@ func (p *Packer) reject(ctx context.Context, m jetstream.Msg, id string, meta ma
 	_ = m.Ack()
 	p.count(func(s *Stats) { s.Rejected++ })
 	log.Warn().Str("error", e.Message).Msg("item refused: dead-lettered")
-}
-
-// claimRefused remembers id as refused; it reports whether the refusal is
-// the item's answer (true also when an earlier try of this same refusal
-// recorded it, so a crash between the claim and the event is answered),
-// false when a valid item holds the custom_id.
-func (p *Packer) claimRefused(ctx context.Context, id string) (bool, error) {
-	_, err := p.items.Create(ctx, id, []byte(rejected))
-	if err == nil {
-		return true, nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, fmt.Errorf("remember refused item %s: %w", id, err)
-	}
-	e, err := p.items.Get(ctx, id)
-	if err != nil {
-		return false, fmt.Errorf("read item %s: %w", id, err)
-	}
-	return string(e.Value()) == rejected, nil
 }
 
 // watchGroups starts a leadership loop for every pack group, known at
