@@ -119,7 +119,7 @@ func (f *fleet) publish(req contract.Request, msgID bool) {
 
 func (f *fleet) publishRaw(subject string, data []byte, msgID string) {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var opts []stream.PublishOpt
 	if msgID != "" {

@@ -22,8 +22,8 @@ import (
 	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
-// fetchBatch is how many stage messages (chunks) a leader reads (and
-// claims the items of) at once; fetchBytes bounds their bytes.
+// A leader reads (and claims the items of) up to fetchBatch stage
+// messages (chunks) and fetchBytes at once.
 const (
 	fetchBatch = 64
 	fetchBytes = 8 << 20
@@ -207,7 +207,7 @@ func (l *leader) run(ctx context.Context) error {
 		if l.open != nil {
 			wait = max(min(wait, time.Until(l.open.deadline)), 0)
 		}
-		msgs, err := fetch(cons, fetchBatch, max(wait, 10*time.Millisecond))
+		msgs, err := fetch(cons, max(wait, 10*time.Millisecond))
 		if err != nil {
 			return err
 		}
@@ -246,7 +246,7 @@ func (l *leader) run(ctx context.Context) error {
 			l.p.count(func(s *Stats) { s.Duplicates += int64(copies) })
 			l.log.Info().Int("copies", copies).Msg("skipped items whose custom_id is already claimed (republished or refused before)")
 		}
-		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && len(msgs) < fetchBatch) {
+		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && !full(msgs)) {
 			if err := l.seal(ctx, next, last); err != nil {
 				return err
 			}
@@ -299,9 +299,11 @@ func (l *leader) claimItems(ctx context.Context, items []item) ([]bool, error) {
 	return l.p.claims.claim(ctx, ids, at)
 }
 
-// fetch reads up to n messages, waiting at most wait for the first.
-func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
-	b, err := c.FetchBytes(fetchBytes, jetstream.FetchMaxWait(wait))
+// fetch reads up to fetchBatch messages and fetchBytes, waiting at most
+// wait for the first. (FetchBytes alone would size its buffers for a
+// million messages.)
+func fetch(c jetstream.Consumer, wait time.Duration) ([]jetstream.Msg, error) {
+	b, err := c.Fetch(fetchBatch, jetstream.FetchMaxWait(wait), jetstream.FetchMaxBytes(fetchBytes))
 	if err != nil {
 		return nil, fmt.Errorf("read pack group: %w", err)
 	}
@@ -313,6 +315,26 @@ func fetch(c jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, er
 		return msgs, fmt.Errorf("read pack group: %w", err)
 	}
 	return msgs, nil
+}
+
+// full reports whether a read may have been cut by its bounds (more is
+// waiting): it has fetchBatch messages or came within two of fetchBytes.
+func full(msgs []jetstream.Msg) bool {
+	if len(msgs) >= fetchBatch {
+		return true
+	}
+	n, largest := 0, 0
+	for _, m := range msgs {
+		size := len(m.Data())
+		for k, v := range m.Headers() {
+			size += len(k)
+			for _, s := range v {
+				size += len(s)
+			}
+		}
+		n, largest = n+size, max(largest, size)
+	}
+	return n > 0 && n+2*largest >= fetchBytes
 }
 
 // add puts one taken item into the open pack, sealing the open pack first
@@ -475,7 +497,7 @@ func (l *leader) rebuild(ctx context.Context, s *sealed) error {
 	}
 	l.open = o
 	for done := false; !done; {
-		msgs, err := fetch(cons, fetchBatch, 2*time.Second)
+		msgs, err := fetch(cons, 2*time.Second)
 		if err != nil {
 			return err
 		}

@@ -20,39 +20,79 @@ func (p *Packer) routeConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: stream.ConsumerPackers, Description: "packers: check and stage single requests",
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-		MaxAckPending: 4 * p.cfg.Concurrency, MaxDeliver: -1,
+		MaxAckPending: 4 * routeLoops * p.cfg.Concurrency, MaxDeliver: -1,
 	}
 }
 
 // route checks and stages items until ctx is done, a fetched batch at a
-// time: the batch's stage messages are published asynchronously and each
-// item is acknowledged once its stage message is stored.
+// time: the batch's chunks are published asynchronously and the loop goes
+// on to its next batch while its settler acknowledges each item once its
+// chunk is stored (the consumer's max ack pending bounds what is in flight).
 func (p *Packer) route(ctx context.Context) error {
 	cfg := p.routeConsumer()
 	c, err := stream.EnsureConsumer(ctx, p.d.JS, stream.Items, cfg)
 	if err != nil {
 		return err
 	}
-	// Four batch loops overlap one batch's checks with another's fetch
-	// and acknowledgements.
-	const loops = 4
 	g, gctx := errgroup.WithContext(ctx)
-	for range loops {
+	for range routeLoops {
 		g.Go(func() error {
-			return stream.ConsumeBatches(gctx, c, stream.ConsumeOptions{
-				Concurrency: max(p.cfg.Concurrency/loops, 1), StopTimeout: p.cfg.StopTimeout, Logger: p.log,
+			staged := make(chan stagedChunk, 4)
+			settled := make(chan struct{})
+			go func() {
+				defer close(settled)
+				for sc := range staged {
+					p.settle(sc)
+				}
+			}()
+			err := stream.ConsumeBatches(gctx, c, stream.ConsumeOptions{
+				Concurrency: p.cfg.Concurrency, StopTimeout: p.cfg.StopTimeout, Logger: p.log,
 				Recreate: stream.Recreate(p.d.JS, p.cfg.Streams, stream.Items, cfg),
-			}, p.stageBatch)
+			}, func(ctx context.Context, msgs []jetstream.Msg) { p.stageBatch(ctx, msgs, staged) })
+			close(staged)
+			<-settled
+			return err
 		})
 	}
 	return g.Wait()
 }
 
+// stagedChunk is a chunk published and the items it carries, to be
+// acknowledged once it is stored.
+type stagedChunk struct {
+	ctx  context.Context // the batch's: done at the hard stop
+	msgs []jetstream.Msg
+	fut  jetstream.PubAckFuture
+	at   time.Time
+}
+
+// settle acknowledges a chunk's items once it is stored, or hands them
+// back.
+func (p *Packer) settle(sc stagedChunk) {
+	timeout := time.NewTimer(max(stream.PublishTimeout-time.Since(sc.at), 0))
+	defer timeout.Stop()
+	select {
+	case <-sc.fut.Ok():
+		for _, m := range sc.msgs {
+			if err := m.Ack(); err != nil {
+				p.log.Debug().Err(err).Msg("ack item (a redelivery is packed once: the claim)")
+			}
+		}
+		p.count(func(s *Stats) { s.Staged += int64(len(sc.msgs)) })
+	case err := <-sc.fut.Err():
+		p.retryLaterAll(sc.msgs, fmt.Errorf("stage items: %w", err))
+	case <-timeout.C:
+		p.retryLaterAll(sc.msgs, errors.New("stage items: no acknowledgement in time"))
+	case <-sc.ctx.Done():
+		p.retryLaterAll(sc.msgs, sc.ctx.Err())
+	}
+}
+
 // stageBatch stages a batch of batch.items messages, refusing the invalid:
 // the valid items of each group go into chunks (one stage message each,
-// published asynchronously), and each item is acknowledged once its
-// chunk is stored.
-func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
+// published asynchronously) handed to out, whose settler acknowledges
+// them.
+func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg, out chan<- stagedChunk) {
 	type groupItems struct {
 		g     Group
 		items []staged
@@ -78,11 +118,6 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
 		gi.items = append(gi.items, *it)
 		gi.msgs = append(gi.msgs, m)
 	}
-	type pending struct {
-		msgs []jetstream.Msg
-		fut  jetstream.PubAckFuture
-	}
-	var out []pending
 	maxChunk := p.maxChunk()
 	for _, gi := range groups {
 		at := 0
@@ -94,30 +129,9 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg) {
 				p.retryLaterAll(ms, err)
 				continue
 			}
-			out = append(out, pending{ms, fut})
+			out <- stagedChunk{ctx: ctx, msgs: ms, fut: fut, at: time.Now()}
 		}
 	}
-	timeout := time.NewTimer(stream.PublishTimeout)
-	defer timeout.Stop()
-	staged := 0
-	for _, s := range out {
-		select {
-		case <-s.fut.Ok():
-			for _, m := range s.msgs {
-				if err := m.Ack(); err != nil {
-					p.log.Debug().Err(err).Msg("ack item (a redelivery is packed once: the claim)")
-				}
-			}
-			staged += len(s.msgs)
-		case err := <-s.fut.Err():
-			p.retryLaterAll(s.msgs, fmt.Errorf("stage items: %w", err))
-		case <-timeout.C:
-			p.retryLaterAll(s.msgs, errors.New("stage items: no acknowledgement in time"))
-		case <-ctx.Done():
-			p.retryLaterAll(s.msgs, ctx.Err())
-		}
-	}
-	p.count(func(s *Stats) { s.Staged += int64(staged) })
 }
 
 // maxChunk is the most bytes of a chunk: the connection's largest message
@@ -315,3 +329,8 @@ func (p *Packer) startLead(ctx context.Context, g Group) {
 	log := p.log.With().Str("group", id).Str("model", g.Model).Logger()
 	go leadLoop(ctx, p, g, log)
 }
+
+// routeLoops is how many fetch loops stage items in each process: each
+// overlaps its batch's checks and stage publish with the others' fetches
+// and acknowledgements.
+const routeLoops = 4
