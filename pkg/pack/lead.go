@@ -200,6 +200,12 @@ func (l *leader) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read pack group: %w", err)
 	}
+	// The subject is read ahead while the leader claims and writes.
+	rd, err := readAhead(ctx, cons)
+	if err != nil {
+		return err
+	}
+	defer rd.stop()
 	next := l.st.next() // the position after the last item handled
 	var last uint64     // the last stage message read
 	for {
@@ -207,7 +213,7 @@ func (l *leader) run(ctx context.Context) error {
 		if l.open != nil {
 			wait = max(min(wait, time.Until(l.open.deadline)), 0)
 		}
-		msgs, err := fetch(cons, max(wait, 10*time.Millisecond))
+		msgs, more, err := rd.take(ctx, max(wait, 10*time.Millisecond))
 		if err != nil {
 			return err
 		}
@@ -246,12 +252,73 @@ func (l *leader) run(ctx context.Context) error {
 			l.p.count(func(s *Stats) { s.Duplicates += int64(copies) })
 			l.log.Info().Int("copies", copies).Msg("skipped items whose custom_id is already claimed (republished or refused before)")
 		}
-		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && !full(msgs)) {
+		if l.open != nil && (l.open.count >= l.lim.requests || !time.Now().Before(l.open.deadline) && !more) {
 			if err := l.seal(ctx, next, last); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// reader reads a group's subject ahead of its leader.
+type reader struct {
+	msgs chan jetstream.Msg
+	errs chan error
+	it   jetstream.MessagesContext
+}
+
+func readAhead(ctx context.Context, cons jetstream.Consumer) (*reader, error) {
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(fetchBatch, fetchBytes))
+	if err != nil {
+		return nil, fmt.Errorf("read pack group: %w", err)
+	}
+	r := &reader{msgs: make(chan jetstream.Msg, fetchBatch), errs: make(chan error, 1), it: it}
+	go func() {
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					r.errs <- fmt.Errorf("read pack group: %w", err)
+				}
+				return
+			}
+			select {
+			case r.msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return r, nil
+}
+
+func (r *reader) stop() { r.it.Stop() }
+
+// take returns up to fetchBatch messages read, waiting at most wait for
+// the first; more reports whether others are waiting already.
+func (r *reader) take(ctx context.Context, wait time.Duration) (msgs []jetstream.Msg, more bool, err error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case m := <-r.msgs:
+		msgs = append(msgs, m)
+	case err := <-r.errs:
+		return nil, false, err
+	case <-t.C:
+		return nil, false, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	for len(msgs) < fetchBatch {
+		select {
+		case m := <-r.msgs:
+			msgs = append(msgs, m)
+			continue
+		default:
+		}
+		break
+	}
+	return msgs, len(r.msgs) > 0, nil
 }
 
 // item is one item of a chunk read back.
@@ -315,26 +382,6 @@ func fetch(c jetstream.Consumer, wait time.Duration) ([]jetstream.Msg, error) {
 		return msgs, fmt.Errorf("read pack group: %w", err)
 	}
 	return msgs, nil
-}
-
-// full reports whether a read may have been cut by its bounds (more is
-// waiting): it has fetchBatch messages or came within two of fetchBytes.
-func full(msgs []jetstream.Msg) bool {
-	if len(msgs) >= fetchBatch {
-		return true
-	}
-	n, largest := 0, 0
-	for _, m := range msgs {
-		size := len(m.Data())
-		for k, v := range m.Headers() {
-			size += len(k)
-			for _, s := range v {
-				size += len(s)
-			}
-		}
-		n, largest = n+size, max(largest, size)
-	}
-	return n > 0 && n+2*largest >= fetchBytes
 }
 
 // add puts one taken item into the open pack, sealing the open pack first

@@ -156,12 +156,13 @@ type Packer struct {
 	claims claims
 	packs  jetstream.KeyValue
 
-	wg     sync.WaitGroup // leadership loops
-	mu     sync.Mutex
-	known  map[string]bool // groups whose descriptor this process wrote or saw
-	leads  map[string]bool // groups with a Lead loop in this process
-	stats  Stats
-	statMu sync.Mutex
+	wg      sync.WaitGroup // leadership loops
+	mu      sync.Mutex
+	known   map[string]bool // groups whose descriptor this process wrote or saw
+	ensured map[Group]bool  // groups whose descriptor this process wrote or found
+	leads   map[string]bool // groups with a Lead loop in this process
+	stats   Stats
+	statMu  sync.Mutex
 }
 
 // Stats count what a packer did (for tests and benchmarks).
@@ -185,7 +186,7 @@ func New(ctx context.Context, d Deps, cfg Config) (*Packer, error) {
 		d.Now = time.Now
 	}
 	p := &Packer{d: d, cfg: cfg, log: d.Logger.With().Str("role", "packer").Logger(),
-		claims: claims{rdb: d.Redis, ttl: cfg.Retention}, known: map[string]bool{}, leads: map[string]bool{}}
+		claims: claims{rdb: d.Redis, ttl: cfg.Retention}, known: map[string]bool{}, ensured: map[Group]bool{}, leads: map[string]bool{}}
 	if err := stream.Ensure(ctx, d.JS, cfg.Streams, stream.Items, stream.Packs, stream.Requests, stream.Events, stream.DLQ); err != nil {
 		return nil, err
 	}

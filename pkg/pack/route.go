@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,7 +100,7 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg, out chan<
 		msgs  []jetstream.Msg
 	}
 	var groups []*groupItems
-	byID := map[string]*groupItems{}
+	byGroup := map[Group]*groupItems{}
 	for _, m := range msgs {
 		g, it, err := p.stageMsg(ctx, m)
 		if err != nil {
@@ -109,10 +110,10 @@ func (p *Packer) stageBatch(ctx context.Context, msgs []jetstream.Msg, out chan<
 		if it == nil {
 			continue // refused
 		}
-		gi := byID[g.ID()]
+		gi := byGroup[g]
 		if gi == nil {
 			gi = &groupItems{g: g}
-			byID[g.ID()] = gi
+			byGroup[g] = gi
 			groups = append(groups, gi)
 		}
 		gi.items = append(gi.items, *it)
@@ -220,8 +221,10 @@ func inputLine(it *contract.Item) ([]byte, error) {
 			return nil, err
 		}
 	}
-	id, _ := json.Marshal(it.CustomID)
-	url, _ := json.Marshal(it.Endpoint)
+	// custom_ids are [A-Za-z0-9_-] and endpoints a fixed set of paths:
+	// Go's quoting is JSON's for them.
+	id := strconv.AppendQuote(nil, it.CustomID)
+	url := strconv.AppendQuote(nil, it.Endpoint)
 	line := make([]byte, 0, body.Len()+len(id)+len(url)+48)
 	line = append(line, `{"custom_id":`...)
 	line = append(line, id...)
@@ -234,19 +237,19 @@ func inputLine(it *contract.Item) ([]byte, error) {
 
 // ensureGroup writes g's descriptor once, so every packer leads it.
 func (p *Packer) ensureGroup(ctx context.Context, g Group) error {
-	id := g.ID()
 	p.mu.Lock()
-	known := p.known[id]
+	ensured := p.ensured[g]
 	p.mu.Unlock()
-	if known {
+	if ensured {
 		return nil
 	}
+	id := g.ID()
 	data, _ := json.Marshal(g)
 	if _, err := p.packs.Create(ctx, "group."+id, data); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("record pack group %s: %w", id, err)
 	}
 	p.mu.Lock()
-	p.known[id] = true
+	p.known[id], p.ensured[g] = true, true
 	p.mu.Unlock()
 	return nil
 }
