@@ -1,16 +1,19 @@
 package pack
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchfleet/batchfleet/pkg/contract"
 	"github.com/batchfleet/batchfleet/pkg/fleettest"
+	"github.com/batchfleet/batchfleet/pkg/stream"
 )
 
 func stagedItems(n, bodyBytes int) []staged {
@@ -138,4 +141,63 @@ func TestPackKeyOfAPosition(t *testing.T) {
 	require.True(t, pos{2, 0}.less(pos{2, 1}))
 	require.False(t, pos{2, 1}.less(pos{2, 1}))
 	require.Equal(t, "12.7", pos{12, 7}.String())
+}
+
+// The leader's read-ahead hands over what the subject holds, in order, a
+// bounded batch at a time, says whether more is waiting, and its reader
+// goroutine ends at stop even when nobody takes what it read (the test
+// binary's leak check would fail otherwise).
+func TestReadAhead(t *testing.T) {
+	t.Parallel()
+	ns := fleettest.StartNATS(t)
+	_, js := fleettest.Connect(t, ns.URL())
+	ctx := t.Context()
+	require.NoError(t, stream.Ensure(ctx, js, stream.Settings{}, stream.Packs))
+	const n = fetchBatch + 10
+	for i := range n {
+		_, err := js.Publish(ctx, stream.SubjectPackPrefix+"g1", fmt.Appendf(nil, "%d", i))
+		require.NoError(t, err)
+	}
+	_, err := js.Publish(ctx, stream.SubjectPackPrefix+"g2", []byte("other group"))
+	require.NoError(t, err)
+	open := func(ctx context.Context, start uint64) *reader {
+		cons, err := js.OrderedConsumer(ctx, stream.Packs, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{stream.SubjectPackPrefix + "g1"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start})
+		require.NoError(t, err)
+		rd, err := readAhead(ctx, cons)
+		require.NoError(t, err)
+		return rd
+	}
+	rd := open(ctx, 1)
+	var got []string
+	fleettest.WaitFor(t, 10*time.Second, func() bool { return len(rd.msgs) == fetchBatch }, "the reader fills its buffer")
+	msgs, more, err := rd.take(ctx, time.Second)
+	require.NoError(t, err)
+	require.Len(t, msgs, fetchBatch, "a batch is bounded")
+	require.True(t, more, "more is waiting")
+	for _, m := range msgs {
+		got = append(got, string(m.Data()))
+	}
+	for len(got) < n {
+		msgs, _, err = rd.take(ctx, 5*time.Second)
+		require.NoError(t, err)
+		require.NotEmpty(t, msgs)
+		for _, m := range msgs {
+			got = append(got, string(m.Data()))
+		}
+	}
+	for i, g := range got {
+		require.Equal(t, fmt.Sprint(i), g, "in order, this group only")
+	}
+	msgs, more, err = rd.take(ctx, 50*time.Millisecond)
+	require.NoError(t, err)
+	require.Empty(t, msgs, "nothing more: the wait ends empty")
+	require.False(t, more)
+	rd.stop()
+
+	// A reader stopped with a full buffer and a message in hand ends too,
+	// its context still live (a leader that failed and leads again).
+	rd = open(context.WithoutCancel(ctx), 1)
+	fleettest.WaitFor(t, 10*time.Second, func() bool { return len(rd.msgs) == fetchBatch }, "the reader fills its buffer")
+	rd.stop()
 }

@@ -264,6 +264,7 @@ func (l *leader) run(ctx context.Context) error {
 type reader struct {
 	msgs chan jetstream.Msg
 	errs chan error
+	done chan struct{}
 	it   jetstream.MessagesContext
 }
 
@@ -272,7 +273,7 @@ func readAhead(ctx context.Context, cons jetstream.Consumer) (*reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pack group: %w", err)
 	}
-	r := &reader{msgs: make(chan jetstream.Msg, fetchBatch), errs: make(chan error, 1), it: it}
+	r := &reader{msgs: make(chan jetstream.Msg, fetchBatch), errs: make(chan error, 1), done: make(chan struct{}), it: it}
 	go func() {
 		for {
 			m, err := it.Next()
@@ -284,6 +285,8 @@ func readAhead(ctx context.Context, cons jetstream.Consumer) (*reader, error) {
 			}
 			select {
 			case r.msgs <- m:
+			case <-r.done:
+				return
 			case <-ctx.Done():
 				return
 			}
@@ -292,7 +295,10 @@ func readAhead(ctx context.Context, cons jetstream.Consumer) (*reader, error) {
 	return r, nil
 }
 
-func (r *reader) stop() { r.it.Stop() }
+func (r *reader) stop() {
+	r.it.Stop()
+	close(r.done)
+}
 
 // take returns up to fetchBatch messages read, waiting at most wait for
 // the first; more reports whether others are waiting already.
