@@ -10,6 +10,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -394,9 +396,9 @@ func (w *Writer) Flush() (int, error) {
 // readRecords calls fn with each checked line of a merged results file.
 func readRecords(r io.Reader, fn func(attempt int, l Line) error) error {
 	return ScanLines(r, func(_ int, b []byte) error {
-		var rec record
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
+		rec, err := decodeRecord(b)
+		if err != nil {
+			return err
 		}
 		l, err := rec.line()
 		if err != nil {
@@ -404,6 +406,172 @@ func readRecords(r io.Reader, fn func(attempt int, l Line) error) error {
 		}
 		return fn(rec.Attempt, l)
 	})
+}
+
+// decodeRecord decodes one line of a merged results file as
+// json.Unmarshal into a record would, in one gjson pass over the line's
+// top-level object. Whatever the fast path does not handle exactly like
+// encoding/json (invalid JSON, a value that is not an object, a type
+// mismatch, a non-integer number, an escaped, non-ASCII or case-variant
+// key, very deep nesting, ...) goes through json.Unmarshal instead.
+func decodeRecord(b []byte) (record, error) {
+	if rec, ok := decodeRecordFast(b); ok {
+		return rec, nil
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("%w: not a JSON object: %w", ErrInvalidLine, err)
+	}
+	return rec, nil
+}
+
+// maxJSONDepth is encoding/json's nesting limit: a line with more opening
+// brackets than this may be too deep for it.
+const maxJSONDepth = 10000
+
+// decodeRecordFast is decodeRecord's gjson path; ok is false when the line
+// must go through json.Unmarshal. The record does not alias b.
+func decodeRecordFast(b []byte) (rec record, ok bool) {
+	if !gjson.ValidBytes(b) {
+		return rec, false
+	}
+	if len(b) > maxJSONDepth && bytes.Count(b, []byte{'{'})+bytes.Count(b, []byte{'['}) > maxJSONDepth {
+		return rec, false
+	}
+	v := gjson.ParseBytes(b)
+	if !v.IsObject() {
+		return rec, false
+	}
+	ok = true
+	v.ForEach(func(key, val gjson.Result) bool {
+		switch plainKey(key) {
+		case "custom_id":
+			ok = setString(&rec.CustomID, val)
+		case "status":
+			ok = setString(&rec.Status, val)
+		case "attempt":
+			ok = setInt(&rec.Attempt, val)
+		case "status_code":
+			ok = setInt(&rec.StatusCode, val)
+		case "body":
+			// json.RawMessage gets the value's bytes, "null" included.
+			rec.Body = append(rec.Body[:0], val.Raw...)
+		case "error":
+			ok = setLineError(&rec.Error, val)
+		case "reason":
+			ok = setString(&rec.Reason, val)
+		case "batch_request_id":
+			ok = setString(&rec.BatchRequestID, val)
+		case "request_id":
+			ok = setString(&rec.RequestID, val)
+		default:
+			ok = unknownKey(key, "custom_id", "status", "attempt", "status_code", "body",
+				"error", "reason", "batch_request_id", "request_id")
+		}
+		return ok
+	})
+	return rec, ok
+}
+
+// plainKey is key's name when it has no escapes ("" otherwise, which no
+// field matches and unknownKey rejects).
+func plainKey(key gjson.Result) string {
+	if len(key.Raw) != len(key.Str)+2 {
+		return ""
+	}
+	return key.Str
+}
+
+// unknownKey reports whether a key that is no exact field name can be
+// ignored: encoding/json matches names case-insensitively (with Unicode
+// folding), so an escaped or non-ASCII key, or one that folds to a field
+// name, is left to it.
+func unknownKey(key gjson.Result, names ...string) bool {
+	if len(key.Raw) != len(key.Str)+2 {
+		return false
+	}
+	for i := 0; i < len(key.Str); i++ {
+		if key.Str[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	for _, n := range names {
+		if strings.EqualFold(key.Str, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// setString decodes a JSON string into *s as encoding/json does: null
+// leaves it unchanged; ok is false for another type or a string whose
+// decoding gjson might do differently (escapes, non-ASCII).
+func setString(s *string, v gjson.Result) bool {
+	switch v.Type {
+	case gjson.Null:
+		return true
+	case gjson.String:
+		if len(v.Raw) != len(v.Str)+2 {
+			return false // escaped
+		}
+		for i := 0; i < len(v.Str); i++ {
+			if v.Str[i] >= utf8.RuneSelf {
+				return false
+			}
+		}
+		*s = strings.Clone(v.Str) // do not keep the whole line alive
+		return true
+	}
+	return false
+}
+
+// setInt decodes a JSON integer into *n as encoding/json does: null leaves
+// it unchanged; ok is false for another type, a fraction or exponent, or
+// an int overflow.
+func setInt(n *int, v gjson.Result) bool {
+	switch v.Type {
+	case gjson.Null:
+		return true
+	case gjson.Number:
+		i, err := strconv.ParseInt(v.Raw, 10, strconv.IntSize)
+		if err != nil {
+			return false
+		}
+		*n = int(i)
+		return true
+	}
+	return false
+}
+
+// setLineError decodes a JSON object into *e as encoding/json does: null
+// sets it to nil; an object is decoded into the LineError *e points to,
+// a new one if nil.
+func setLineError(e **LineError, v gjson.Result) bool {
+	switch {
+	case v.Type == gjson.Null:
+		*e = nil
+		return true
+	case !v.IsObject():
+		return false
+	}
+	le := *e
+	if le == nil {
+		le = new(LineError)
+	}
+	ok := true
+	v.ForEach(func(key, val gjson.Result) bool {
+		switch plainKey(key) {
+		case "code":
+			ok = setString(&le.Code, val)
+		case "message":
+			ok = setString(&le.Message, val)
+		default:
+			ok = unknownKey(key, "code", "message")
+		}
+		return ok
+	})
+	*e = le
+	return ok
 }
 
 // ScanMerged calls fn with each checked line of a merged results file, in
