@@ -79,7 +79,7 @@ type Pack struct {
 	MaxBytes int64
 	// MaxAge is PACK_MAX_AGE: a pack closes at the latest this long after its first item. Defaults to 10m; at least 1s.
 	MaxAge time.Duration
-	// Concurrency is PACK_CONCURRENCY: items checked and staged at once per submitter. Defaults to 256.
+	// Concurrency is PACK_CONCURRENCY: items each of a submitter's four stage loops fetches and checks at once. Defaults to 256.
 	Concurrency int
 	// LockTTL is PACK_LOCK_TTL: a group leader's Redis lease; a dead packer's groups are taken over within it. Defaults to 15s.
 	LockTTL time.Duration

@@ -54,8 +54,8 @@ type Config struct {
 	// MaxAge is PACK_MAX_AGE: a pack closes at the latest this long after
 	// its first item was staged. Defaults to 10m; at least 1s.
 	MaxAge time.Duration
-	// Concurrency is PACK_CONCURRENCY: items checked and staged at once
-	// per process. Defaults to 256.
+	// Concurrency is PACK_CONCURRENCY: items each stage loop (four per
+	// process) fetches and checks at once. Defaults to 256.
 	Concurrency int
 	// TokenLimits is ENQUEUED_TOKEN_LIMITS: a model's budget bounds a
 	// pack's estimated tokens (less what admission holds reserved for the
