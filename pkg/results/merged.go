@@ -487,16 +487,25 @@ func plainKey(key gjson.Result) string {
 // folding), so an escaped or non-ASCII key, or one that folds to a field
 // name, is left to it.
 func unknownKey(key gjson.Result, names ...string) bool {
-	if len(key.Raw) != len(key.Str)+2 {
+	if !plainASCII(key) {
 		return false
-	}
-	for i := 0; i < len(key.Str); i++ {
-		if key.Str[i] >= utf8.RuneSelf {
-			return false
-		}
 	}
 	for _, n := range names {
 		if strings.EqualFold(key.Str, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// plainASCII reports whether a JSON string is ASCII without escapes: its
+// decoding is its raw text, whoever decodes it.
+func plainASCII(v gjson.Result) bool {
+	if len(v.Raw) != len(v.Str)+2 {
+		return false // escaped
+	}
+	for i := 0; i < len(v.Str); i++ {
+		if v.Str[i] >= utf8.RuneSelf {
 			return false
 		}
 	}
@@ -511,13 +520,8 @@ func setString(s *string, v gjson.Result) bool {
 	case gjson.Null:
 		return true
 	case gjson.String:
-		if len(v.Raw) != len(v.Str)+2 {
-			return false // escaped
-		}
-		for i := 0; i < len(v.Str); i++ {
-			if v.Str[i] >= utf8.RuneSelf {
-				return false
-			}
+		if !plainASCII(v) {
+			return false
 		}
 		*s = strings.Clone(v.Str) // do not keep the whole line alive
 		return true
